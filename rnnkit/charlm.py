@@ -1,0 +1,336 @@
+"""Character-level language modeling: the model, its training task, sampling and evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .checkpoint import load_checkpoint
+from .data import StreamBatcher, Vocab, read_corpus, split_tokens
+from .errors import RnnkitError
+from .layers import GRU, LSTM, RNN
+from .sampling import StepGenerator
+from .trainer import (
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    autocast,
+    checkpoint_meta,
+    resolve_device,
+    resolve_precision,
+    write_json,
+)
+
+LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "rnn_relu": RNN}
+LN2 = math.log(2)
+
+
+@dataclass
+class ModelConfig:
+    """The shape of a character model."""
+
+    cell: str = "lstm"
+    hidden: int = 512
+    layers: int = 2
+    dropout: float = 0.0
+    vocab_size: int = 0
+
+    def validate(self) -> None:
+        if self.cell not in LAYERS:
+            raise RnnkitError(f"--cell must be one of {', '.join(LAYERS)}, not {self.cell!r}")
+        for name in ("hidden", "layers"):
+            if getattr(self, name) <= 0:
+                raise RnnkitError(f"--{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise RnnkitError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+class CharLM(nn.Module):
+    """Embedding -> stacked recurrent layer -> dropout -> linear over the vocabulary.
+
+    ``CharLM.load(run_dir)`` gives a trained model with its vocabulary, ready for
+    :meth:`sample` and :meth:`evaluate`.
+    """
+
+    def __init__(self, config: ModelConfig, vocab: Vocab | None = None) -> None:
+        super().__init__()
+        config.validate()
+        self.config, self.vocab = config, vocab
+        extra = {"nonlinearity": "relu"} if config.cell == "rnn_relu" else {}
+        self.embed = nn.Embedding(config.vocab_size, config.hidden)
+        self.rnn = LAYERS[config.cell](config.hidden, config.hidden, config.layers,
+                                       dropout=config.dropout if config.layers > 1 else 0.0,
+                                       batch_first=True, **extra)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+
+    def forward(self, ids: Tensor, state=None) -> tuple[Tensor, Any]:
+        """``ids`` (B, T) -> logits (B, T, vocab) and the final recurrent state."""
+        out, state = self.rnn(self.embed(ids), state)
+        return self.head(self.drop(out)), state
+
+    # --- loading -------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> CharLM:
+        meta = checkpoint_meta(state)
+        if meta.get("task") != "charlm":
+            raise RnnkitError(f"checkpoint is for task {meta.get('task')!r}, not a character model")
+        model = cls(ModelConfig(**meta["model"]), Vocab(meta["vocab"]))
+        try:
+            model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError) as e:
+            raise RnnkitError(f"checkpoint weights do not fit its model: {str(e).splitlines()[0]}") from None
+        return model.eval()
+
+    @classmethod
+    def load(cls, run: str | Path, which: str = "best", device: str = "auto") -> CharLM:
+        """Load a run folder's ``best`` (or ``last``) checkpoint, or a checkpoint file itself."""
+        path = Path(run)
+        if path.is_dir():
+            path = path / f"{which}.pt" if (path / f"{which}.pt").exists() else path / "last.pt"
+        if not path.exists():
+            raise RnnkitError(f"no checkpoint found at {run} (expected a run folder or a .pt file)")
+        return cls.from_checkpoint(load_checkpoint(path)).to(resolve_device(device))
+
+    # --- using a trained model -----------------------------------------------------------
+    def _require_vocab(self) -> Vocab:
+        if self.vocab is None:
+            raise RnnkitError("this model has no vocabulary; load it from a run")
+        return self.vocab
+
+    @torch.no_grad()
+    def evaluate(self, text: str, streams: int = 1, chunk: int = 1024) -> dict[str, float]:
+        """Loss of ``text`` in nats and bits per character, state carried along the text."""
+        tokens = self._require_vocab().encode(text, strict=False)
+        loss = stream_loss(self, tokens, streams, chunk, next(self.parameters()).device)
+        return {"loss": loss, "bpc": loss / LN2, "chars": float(len(tokens) - 1)}
+
+    @torch.no_grad()
+    def sample(self, length: int = 500, prime: str = "", temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
+               stop: str | None = None, seed: int | None = None, num_samples: int = 1,
+               on_text: Callable[[str], None] | None = None) -> list[str]:
+        """Generate ``num_samples`` texts of up to ``length`` characters after ``prime``.
+
+        ``on_text`` receives each new character of the first sample as it is made (streaming).
+        The returned texts exclude the prime and end at (and include) ``stop`` if it appears.
+        """
+        vocab = self._require_vocab()
+        if length < 0 or num_samples < 1:
+            raise RnnkitError("--length must be >= 0 and --num-samples >= 1")
+        if temperature <= 0 and not greedy:
+            raise RnnkitError("--temperature must be positive (or use --greedy)")
+        if top_k is not None and top_k < 1:
+            raise RnnkitError("--top-k must be >= 1")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise RnnkitError("--top-p must be in (0, 1]")
+        missing = vocab.unknown_chars(prime)
+        if missing:
+            raise RnnkitError("--prime has characters not in the model's vocabulary: "
+                              + ", ".join(repr(c) for c in missing))
+        gen = StepGenerator(self)
+        g = torch.Generator(device="cpu")
+        g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, (1,)).item()))
+        return gen.generate(vocab, prime, length, num_samples, g, temperature, top_k, top_p,
+                            greedy, stop, on_text)
+
+
+def stream_loss(model: CharLM, tokens: np.ndarray, streams: int, chunk: int,
+                device: torch.device) -> float:
+    """Mean next-character loss (nats) over ``tokens`` cut into ``streams`` contiguous streams."""
+    streams = max(1, min(streams, (len(tokens) - 1) // 2))
+    length = (len(tokens) - 1) // streams
+    if length < 1:
+        raise RnnkitError("text too short to evaluate: need at least 2 characters")
+    ids = torch.from_numpy(np.ascontiguousarray(tokens[: streams * length + 1]).astype(np.int64))
+    x = ids[:-1].view(streams, length).to(device)
+    y = ids[1:].view(streams, length).to(device)
+    total, state = 0.0, None
+    for start in range(0, length, chunk):
+        logits, state = model(x[:, start:start + chunk], state)
+        total += F.cross_entropy(logits.float().flatten(0, 1), y[:, start:start + chunk].flatten(),
+                                 reduction="sum").item()
+    return total / y.numel()
+
+
+class CharLMTask:
+    """Next-character prediction over contiguous streams with the hidden state carried (TBPTT)."""
+
+    unit = "chars"
+
+    def __init__(self, model: CharLM, train_tokens: np.ndarray, val_tokens: np.ndarray,
+                 batch_size: int, seq_len: int, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.batcher = StreamBatcher(train_tokens, batch_size, seq_len)
+        self.batcher.inputs = self.batcher.inputs.to(device)
+        self.batcher.targets = self.batcher.targets.to(device)
+        self.val_tokens, self.batch_size = val_tokens, batch_size
+        self.state: Any = None
+
+    def batches_per_epoch(self) -> int:
+        return len(self.batcher)
+
+    def training_loss(self, epoch: int, index: int) -> tuple[Tensor, int]:
+        if index == 0:
+            self.state = None  # each epoch starts the streams afresh
+        x, y = self.batcher.batch(index)
+        logits, state = self.model(x, self.state)
+        self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()), y.numel()
+
+    def evaluate(self) -> dict[str, float]:
+        loss = stream_loss(self.model, self.val_tokens, min(self.batch_size, 32), 512, self.device)
+        return {"val_loss": loss, "val_bpc": loss / LN2}
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.state is None:
+            return {"hidden": []}
+        return {"hidden": list(self.state) if isinstance(self.state, tuple) else [self.state]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        hidden = [h.to(self.device) for h in state["hidden"]]
+        self.state = None if not hidden else (tuple(hidden) if len(hidden) == 2 else hidden[0])
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it is cut."""
+
+    corpus: list[str] | None = None   # files, directories or globs; None: the built-in default
+    encoding: str = "utf-8"
+    val_fraction: float = 0.1
+    seq_len: int = 128
+    batch_size: int = 64
+    max_vocab: int | None = None
+
+    def validate(self) -> None:
+        for name in ("seq_len", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise RnnkitError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0 < self.val_fraction < 1:
+            raise RnnkitError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if self.max_vocab is not None and self.max_vocab < 2:
+            raise RnnkitError("--max-vocab must be at least 2")
+
+
+DEFAULT_MAX_TIME = 120.0  # seconds, when no budget is given
+
+
+def _split(options: dict[str, Any]) -> tuple[ModelConfig, DataConfig, TrainConfig]:
+    parts = []
+    for cls in (ModelConfig, DataConfig, TrainConfig):
+        names = {f.name for f in fields(cls)}
+        parts.append(cls(**{k: v for k, v in options.items() if k in names and v is not None}))
+    unknown = set(options) - {f.name for cls in (ModelConfig, DataConfig, TrainConfig) for f in fields(cls)}
+    if unknown:
+        raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
+    return parts[0], parts[1], parts[2]
+
+
+RESUMABLE = {"max_time", "max_steps", "epochs", "eval_every", "device", "log_every"}
+
+
+def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = None,
+          resume: str | Path | None = None, progress: bool | None = None,
+          **options: Any) -> tuple[CharLM, TrainResult]:
+    """Train a character model; the Python face of ``rnnkit train``.
+
+    ``options`` are the fields of :class:`ModelConfig`, :class:`DataConfig` and
+    :class:`rnnkit.trainer.TrainConfig` (``cell``, ``hidden``, ``seq_len``, ``lr``,
+    ``max_time``, ...). With ``resume``, training continues a run exactly where it stopped;
+    only the budget (and device) may be changed then.
+    """
+    if isinstance(corpus, (str, Path)):
+        corpus = [str(corpus)]
+    if resume is not None:
+        return _resume(Path(resume), corpus, progress, options)
+    if out is None:
+        raise RnnkitError("give an output run folder (--out)")
+    out = Path(out)
+    if (out / "last.pt").exists():
+        raise RnnkitError(f"{out} already holds a run; continue it with --resume {out} or pick another --out")
+    model_cfg, data_cfg, train_cfg = _split({"corpus": list(corpus) if corpus else None, **options})
+    if train_cfg.max_time is None and train_cfg.max_steps is None and train_cfg.epochs is None:
+        train_cfg.max_time = DEFAULT_MAX_TIME
+    model_cfg.validate()
+    data_cfg.validate()
+    train_cfg.validate()
+    text = read_corpus(data_cfg.corpus, data_cfg.encoding)
+    vocab = Vocab.from_text(text, data_cfg.max_vocab)
+    return _run(out, text, vocab, model_cfg, data_cfg, train_cfg, progress, None)
+
+
+def _resume(run: Path, corpus, progress, options) -> tuple[CharLM, TrainResult]:
+    state = load_checkpoint(run / "last.pt")
+    meta = checkpoint_meta(state)
+    model_cfg = ModelConfig(**meta["model"])
+    data_cfg = DataConfig(**meta["data"])
+    train_cfg = TrainConfig(**json.loads(state["trainer"]["config"]))
+    saved = {**asdict(model_cfg), **asdict(data_cfg), **asdict(train_cfg)}
+    if corpus and list(corpus) != data_cfg.corpus:
+        raise RnnkitError(f"--resume: the run was trained on {data_cfg.corpus or 'the default corpus'}; "
+                          "give no corpus (or the same) when resuming")
+    for k, v in options.items():
+        if v is None or k in RESUMABLE:
+            continue
+        if k not in saved:
+            raise TypeError(f"unknown option: {k}")
+        if saved[k] != v:
+            raise RnnkitError(f"--resume: --{k.replace('_', '-')} {v} conflicts with the run's "
+                              f"{saved[k]}; only the budget and device may change")
+    for k in RESUMABLE:
+        if options.get(k) is not None:
+            setattr(train_cfg, k, options[k])
+    text = read_corpus(data_cfg.corpus, data_cfg.encoding)
+    vocab = Vocab(meta["vocab"])
+    return _run(run, text, vocab, model_cfg, data_cfg, train_cfg, progress, state)
+
+
+def _run(out: Path, text: str, vocab: Vocab, model_cfg: ModelConfig, data_cfg: DataConfig,
+         train_cfg: TrainConfig, progress, resume_state) -> tuple[CharLM, TrainResult]:
+    torch.manual_seed(train_cfg.seed)
+    device = resolve_device(train_cfg.device)
+    tokens = vocab.encode(text, strict=False)
+    train_tokens, val_tokens = split_tokens(tokens, data_cfg.val_fraction)
+    if len(val_tokens) < 2:
+        raise RnnkitError("validation split too short: give more text or a larger --val-fraction")
+    model_cfg.vocab_size = len(vocab)
+    model = CharLM(model_cfg, vocab).to(device)
+    task = CharLMTask(model, train_tokens, val_tokens, data_cfg.batch_size, data_cfg.seq_len, device)
+    meta = {"task": "charlm", "model": asdict(model_cfg), "data": asdict(data_cfg), "vocab": vocab.chars}
+    trainer = Trainer(task, train_cfg, out, meta, progress)
+    if resume_state is not None:
+        trainer.resume(out / "last.pt")
+        if trainer.fraction_done() >= 1.0:
+            raise RnnkitError(f"{out} already finished its budget; give a larger --max-time, "
+                              "--max-steps or --epochs to continue")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {**meta, "train": asdict(train_cfg),
+                                     "precision": resolve_precision(train_cfg.precision, device),
+                                     "device": str(device), "train_chars": len(train_tokens),
+                                     "val_chars": len(val_tokens)})
+    write_json(out / "vocab.json", vocab.chars)
+    result = trainer.run()
+    best = CharLM.load(out, "best", str(device)) if (out / "best.pt").exists() else model.eval()
+    return best, result
+
+
+def sample_to_stdout(model: CharLM, **kwargs: Any) -> list[str]:
+    """Sample, streaming the first sample to stdout as it is generated."""
+    def write(chunk: str) -> None:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    return model.sample(on_text=write, **kwargs)
+
+
+__all__ = ["CharLM", "CharLMTask", "ModelConfig", "DataConfig", "train", "autocast"]

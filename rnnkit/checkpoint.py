@@ -1,0 +1,74 @@
+"""Checkpoints: written atomically, read without ever executing code from the file.
+
+A checkpoint is one ``torch.save`` file of tensors, numbers, strings, lists and dicts, read
+back with ``torch.load(weights_only=True)``: a file holding a pickled object that would run
+code is refused, not run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import RnnkitError
+
+FORMAT = "rnnkit-checkpoint-1"
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)``, then rename onto ``path``: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Save ``state`` (tensors moved to CPU, so any device can load it) atomically."""
+    state = {"format": FORMAT, **_to_cpu(state)}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint made by :func:`save_checkpoint`; clear errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise RnnkitError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RnnkitError(f"{path} was refused: it holds objects that could run code, and "
+                          f"rnnkit loads weights only ({first[:120]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise RnnkitError(f"{path} is not a readable checkpoint (corrupt or truncated): "
+                          f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise RnnkitError(f"{path} is not an rnnkit checkpoint")
+    return state
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj

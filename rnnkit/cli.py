@@ -1,0 +1,186 @@
+"""The ``rnnkit`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import RnnkitError
+
+TRAIN_DEFAULTS_NOTE = "(default: the recommended value; see README)"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other rnnkit error
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = Parser(prog="rnnkit", description="Recurrent neural networks: train, sample and evaluate "
+               "character-level language models.")
+    p.add_argument("--version", action="version", version=f"rnnkit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    t = sub.add_parser("train", help="train a character model on text",
+                       description="Train a character-level language model. With no corpus, trains on "
+                       "the Python standard library's source files.")
+    t.add_argument("corpus", nargs="*", help="text files, directories or glob patterns")
+    t.add_argument("--out", help="run folder (default: runs/<corpus name>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    g = t.add_argument_group("model")
+    g.add_argument("--cell", choices=["lstm", "gru", "rnn", "rnn_relu"], help="recurrent cell (default lstm)")
+    g.add_argument("--hidden", type=positive_int, help="hidden units per layer (default 512)")
+    g.add_argument("--layers", type=positive_int, help="stacked layers (default 2)")
+    g.add_argument("--dropout", type=fraction, help="dropout between layers and before the output (default 0)")
+    g = t.add_argument_group("data")
+    g.add_argument("--seq-len", type=positive_int, help="characters per truncated-BPTT window (default 128)")
+    g.add_argument("--batch-size", type=positive_int, help="parallel streams (default 64)")
+    g.add_argument("--val-fraction", type=positive_float, help="last share of the text held out (default 0.1)")
+    g.add_argument("--encoding", help="text encoding (default utf-8, BOM allowed)")
+    g.add_argument("--max-vocab", type=positive_int, help="keep the N most frequent characters; others map to U+FFFD")
+    g = t.add_argument_group("optimisation")
+    g.add_argument("--lr", type=positive_float, help="peak learning rate (default 2e-3)")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
+    g.add_argument("--warmup-steps", type=int, help="linear warmup steps (default 50)")
+    g.add_argument("--grad-clip", type=positive_float, help="clip the gradient norm to this (default 1)")
+    g.add_argument("--grad-clip-value", type=positive_float, help="clip each gradient element to ±this")
+    g = t.add_argument_group("budget and running")
+    g.add_argument("--max-time", type=positive_float, help="seconds of training (default 120 if no budget given)")
+    g.add_argument("--max-steps", type=positive_int, help="optimizer steps")
+    g.add_argument("--epochs", type=positive_float, help="passes over the training text")
+    g.add_argument("--eval-every", type=positive_int, help="validate every N steps (default: 8 times a run)")
+    g.add_argument("--seed", type=int, help="random seed (default 1337)")
+    g.add_argument("--precision", choices=["fp32", "bf16", "auto"], help="auto: bf16 autocast where fast")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    g.add_argument("--sample-length", type=int, default=300, help="characters to sample at the end (0: none)")
+
+    s = sub.add_parser("sample", help="generate text from a trained run")
+    s.add_argument("run", help="run folder or checkpoint file")
+    s.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
+    s.add_argument("--prime", default="", help="text to start from")
+    s.add_argument("--temperature", type=positive_float, default=1.0)
+    s.add_argument("--top-k", type=positive_int)
+    s.add_argument("--top-p", type=positive_float)
+    s.add_argument("--greedy", action="store_true", help="always take the most likely character")
+    s.add_argument("--stop", help="stop after this text appears")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--num-samples", type=positive_int, default=1)
+    s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+
+    e = sub.add_parser("eval", help="bits per character of a trained run on text")
+    e.add_argument("run", help="run folder or checkpoint file")
+    e.add_argument("files", nargs="+", help="text files, directories or glob patterns")
+    e.add_argument("--encoding", default="utf-8")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    return p
+
+
+TRAIN_OPTIONS = ["cell", "hidden", "layers", "dropout", "seq_len", "batch_size", "val_fraction",
+                 "encoding", "max_vocab", "lr", "weight_decay", "warmup_steps", "grad_clip",
+                 "grad_clip_value", "max_time", "max_steps", "epochs", "eval_every", "seed",
+                 "precision", "device"]
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .charlm import sample_to_stdout, train
+
+    options = {k: getattr(args, k) for k in TRAIN_OPTIONS}
+    out = args.out
+    if out is None and args.resume is None:
+        name = Path(args.corpus[0]).stem if args.corpus else "stdlib"
+        out = str(Path("runs") / (name or "corpus"))
+    model, result = train(args.corpus or None, out=out, resume=args.resume, **options)
+    run_dir = args.resume or out
+    print(f"run folder: {run_dir}  steps {result.steps}  train time {result.train_time:.0f}s  "
+          f"{result.items_per_second:,.0f} chars/s")
+    if result.stop_reason == "nonfinite":
+        raise RnnkitError("training stopped: the loss or gradients became non-finite; "
+                          "try a lower --lr or --grad-clip")
+    if args.sample_length > 0:
+        print("--- sample ---")
+        sample_to_stdout(model, length=args.sample_length, seed=0, temperature=0.8)
+        print("\n---")
+    if result.last_eval:
+        print(f"val bpc {result.last_eval['val_bpc']:.3f}  (loss {result.last_eval['val_loss']:.4f} nats/char)")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from .charlm import CharLM, sample_to_stdout
+
+    model = CharLM.load(args.run, args.checkpoint, device="cpu")
+    texts = sample_to_stdout(model, length=args.length, prime=args.prime,
+                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                             greedy=args.greedy, stop=args.stop, seed=args.seed,
+                             num_samples=args.num_samples)
+    print()
+    for i, text in enumerate(texts[1:], start=2):
+        print(f"--- sample {i} ---")
+        print(args.prime + text)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .charlm import CharLM
+    from .data import read_text, resolve_corpus
+
+    model = CharLM.load(args.run, args.checkpoint, device=args.device)
+    total_loss = total_chars = 0.0
+    for f in resolve_corpus(args.files):
+        m = model.evaluate(read_text(f, args.encoding))
+        print(f"{f}: {m['chars']:.0f} chars  loss {m['loss']:.4f}  bpc {m['bpc']:.3f}")
+        total_loss += m["loss"] * m["chars"]
+        total_chars += m["chars"]
+    loss = total_loss / total_chars
+    print(f"loss {loss:.4f} nats/char  bpc {loss / 0.6931471805599453:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}[args.command](args)
+    except RnnkitError as e:
+        print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nrnnkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

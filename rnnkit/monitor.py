@@ -1,0 +1,119 @@
+"""What a run shows and keeps: the progress bar, the metrics log (JSON Lines) and the loss plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .checkpoint import atomic_write
+
+
+class Progress:
+    """A live bar (loss, last validation metric, rate, ETA) on a terminal; one line per evaluation otherwise."""
+
+    def __init__(self, unit: str = "chars", enabled: bool | None = None) -> None:
+        self.tty = sys.stderr.isatty() if enabled is None else enabled
+        self.unit = unit
+        self.bar = tqdm(total=1000, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+                        disable=not self.tty, file=sys.stderr, dynamic_ncols=True, leave=True)
+        self._shown = 0
+
+    def update(self, fraction: float, fields: dict[str, Any]) -> None:
+        """Move the bar to ``fraction`` of the whole run, showing ``fields`` after it."""
+        target = min(1000, int(fraction * 1000))
+        if target > self._shown:
+            self.bar.update(target - self._shown)
+            self._shown = target
+        self.bar.set_postfix_str(format_fields(fields), refresh=False)
+
+    def message(self, text: str) -> None:
+        """A line that stays: above the bar on a terminal, plain on stderr otherwise."""
+        if self.tty:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def format_fields(fields: dict[str, Any]) -> str:
+    parts = []
+    for k, v in fields.items():
+        if isinstance(v, float):
+            v = f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3f}"
+        parts.append(f"{k} {v}")
+    return "  ".join(parts)
+
+
+class MetricsLog:
+    """Appends one JSON object per line; read back with :func:`read_metrics`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                  for k, v in record.items()}
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_curves(records: list[dict[str, Any]], path: str | Path, x: str = "step",
+                series: tuple[str, ...] = ("train_loss", "val_loss"), ylabel: str = "loss",
+                title: str = "") -> None:
+    """Line plot of ``series`` against ``x`` from metrics records, saved atomically as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for name in series:
+        pts = [(r[x], r[name]) for r in records if r.get(name) is not None and x in r]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, label=name)
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+class Stopwatch:
+    """Time that counts toward a budget: pause it around work that should not (evaluation, saving)."""
+
+    def __init__(self, elapsed: float = 0.0) -> None:
+        self.elapsed_before = elapsed
+        self.started: float | None = None
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def pause(self) -> None:
+        if self.started is not None:
+            self.elapsed_before += time.perf_counter() - self.started
+            self.started = None
+
+    @property
+    def elapsed(self) -> float:
+        running = time.perf_counter() - self.started if self.started is not None else 0.0
+        return self.elapsed_before + running

@@ -1,0 +1,335 @@
+"""The training loop, written once for every task.
+
+A *task* owns its model's data and loss; the :class:`Trainer` owns everything else:
+optimizer, learning-rate schedule, mixed precision, gradient clipping, the non-finite
+guard, time/step/epoch budgets, periodic evaluation, the run folder (metrics log, plot,
+``last.pt`` and ``best.pt``), progress display, Ctrl-C, and exact resume.
+
+A task is any object with::
+
+    model: nn.Module
+    unit: str                                     # what items are, e.g. "chars"
+    batches_per_epoch() -> int
+    training_loss(epoch, index) -> (loss, items)  # mean loss of one batch, and its item count
+    evaluate() -> dict[str, float]                # must hold "val_loss"
+    state_dict() -> dict; load_state_dict(dict)   # task state to carry across a resume
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .errors import RnnkitError
+from .monitor import MetricsLog, Progress, Stopwatch, plot_curves, read_metrics
+
+
+class Task(Protocol):
+    model: nn.Module
+    unit: str
+
+    def batches_per_epoch(self) -> int: ...
+    def training_loss(self, epoch: int, index: int) -> tuple[Tensor, int]: ...
+    def evaluate(self) -> dict[str, float]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainConfig:
+    """How to train, whatever the task. At least one of the three budgets must be set."""
+
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05       # cosine decay ends at lr * min_lr_ratio
+    grad_clip: float | None = 1.0    # clip the global gradient norm to this
+    grad_clip_value: float | None = None  # clip each gradient element to ±this
+    max_time: float | None = None    # seconds of training (evaluation and saving not counted)
+    max_steps: int | None = None
+    epochs: float | None = None
+    eval_every: int | None = None    # steps; default: about 8 evaluations per run
+    max_bad_steps: int = 20          # stop after this many non-finite steps in a row
+    precision: str = "auto"          # fp32, bf16 or auto
+    device: str = "auto"             # auto, cpu or cuda
+    seed: int = 1337
+    log_every: int = 20
+
+    def validate(self) -> None:
+        if self.max_time is None and self.max_steps is None and self.epochs is None:
+            raise RnnkitError("give a budget: --max-time, --max-steps or --epochs")
+        for name in ("lr", "max_time", "max_steps", "epochs", "eval_every", "grad_clip",
+                     "grad_clip_value", "log_every", "max_bad_steps"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise RnnkitError(f"--{name.replace('_', '-')} must be positive, got {v}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise RnnkitError(f"--precision must be fp32, bf16 or auto, not {self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise RnnkitError(f"--device must be auto, cpu or cuda, not {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RnnkitError("--device cuda given but no CUDA GPU is available")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` is bf16 where matrix units make it fast (CUDA with bf16, CPUs with AMX), else fp32.
+
+    bf16 here is autocast: weights, optimizer state and the loss stay fp32, so it is safe.
+    """
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "bf16" if amx else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def rng_state(device: torch.device) -> dict[str, Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    train_time: float
+    items_per_second: float
+    stop_reason: str
+    last_eval: dict[str, float] = field(default_factory=dict)
+    best_val_loss: float = math.inf
+
+
+class Trainer:
+    """Trains ``task.model`` under ``config``, keeping the run in ``run_dir``.
+
+    ``meta`` is stored in every checkpoint (for example the model's configuration and
+    vocabulary), so a checkpoint alone is enough to rebuild and use the model.
+    """
+
+    def __init__(self, task: Task, config: TrainConfig, run_dir: str | Path,
+                 meta: dict[str, Any] | None = None, progress: bool | None = None) -> None:
+        config.validate()
+        self.task, self.config, self.meta = task, config, meta or {}
+        self.run_dir = Path(run_dir)
+        self.device = next(task.model.parameters()).device
+        self.precision = resolve_precision(config.precision, self.device)
+        self.optimizer = torch.optim.AdamW(task.model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay, betas=(0.9, 0.99))
+        self.step = 0
+        self.bad_steps = 0
+        self.best_val = math.inf
+        self.clock = Stopwatch()
+        self.items_seen = 0
+        self.progress_enabled = progress
+        self._stop_requested = False
+
+    # --- schedule and budget -------------------------------------------------------------
+    def fraction_done(self) -> float:
+        """How far through its budget the run is, 0 to 1: the first budget to run out wins."""
+        c, done = self.config, 0.0
+        if c.max_steps:
+            done = max(done, self.step / c.max_steps)
+        if c.epochs:
+            done = max(done, self.step / (c.epochs * self.task.batches_per_epoch()))
+        if c.max_time:
+            done = max(done, self.clock.elapsed / c.max_time)
+        return done
+
+    def lr_at(self, fraction: float) -> float:
+        """Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` at the end."""
+        c = self.config
+        warm = min(1.0, (self.step + 1) / max(1, c.warmup_steps))
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, fraction)))
+        return c.lr * warm * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
+
+    def _eval_due(self) -> bool:
+        c = self.config
+        if c.eval_every:
+            return self.step % c.eval_every == 0
+        # about eight evaluations per run, spaced by budget fraction
+        return int(self.fraction_done() * 8) > int(self._fraction_at_last_eval * 8)
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.task.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "task": self.task.state_dict(),
+            "trainer": {"step": self.step, "elapsed": self.clock.elapsed, "best_val": self.best_val,
+                        "items_seen": self.items_seen, "rng": rng_state(self.device),
+                        "config": json.dumps(asdict(self.config))},
+            "meta": json.dumps(self.meta),
+        }
+
+    def save(self, name: str) -> None:
+        save_checkpoint(self.run_dir / f"{name}.pt", self.state_dict())
+
+    def resume(self, path: str | Path) -> None:
+        """Restore model, optimizer, data position, state carried by the task, and RNG."""
+        state = load_checkpoint(path)
+        self.task.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.task.load_state_dict(state["task"])
+        t = state["trainer"]
+        self.step, self.best_val, self.items_seen = t["step"], t["best_val"], t["items_seen"]
+        self.clock = Stopwatch(t["elapsed"])
+        set_rng_state(t["rng"], self.device)
+
+    # --- the loop ------------------------------------------------------------------------
+    def _request_stop(self, signum, frame) -> None:
+        if self._stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._stop_requested = True
+
+    def run(self) -> TrainResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = MetricsLog(self.run_dir / "metrics.jsonl")
+        bar = Progress(self.task.unit, self.progress_enabled)
+        in_main = threading.current_thread() is threading.main_thread()
+        old_handler = signal.signal(signal.SIGINT, self._request_stop) if in_main else None
+        model, c = self.task.model, self.config
+        bpe = self.task.batches_per_epoch()
+        self._fraction_at_last_eval = self.fraction_done()
+        last_eval: dict[str, float] = {}
+        window = {"loss": 0.0, "items": 0, "steps": 0, "clipped": 0, "grad_norm": 0.0, "t": time.perf_counter()}
+        stop_reason = "budget"
+        try:
+            model.train()
+            self.clock.start()
+            while self.fraction_done() < 1.0:
+                if self._stop_requested:
+                    stop_reason = "interrupted"
+                    break
+                fraction = self.fraction_done()
+                lr = self.lr_at(fraction)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                epoch, index = divmod(self.step, bpe)
+                with autocast(self.device, self.precision):
+                    loss, items = self.task.training_loss(epoch, index)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.grad_clip_value:
+                    torch.nn.utils.clip_grad_value_(model.parameters(), c.grad_clip_value)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or math.inf)
+                loss_value, norm_value = loss.item(), grad_norm.item()
+                self.step += 1
+                if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+                    self.bad_steps += 1  # skip the update: a non-finite step must not corrupt the weights
+                    log.write({"step": self.step, "skipped_nonfinite": self.bad_steps})
+                    if self.bad_steps >= c.max_bad_steps:
+                        stop_reason = "nonfinite"
+                        break
+                    continue
+                self.bad_steps = 0
+                self.optimizer.step()
+                self.items_seen += items
+                window["loss"] += loss_value * items
+                window["items"] += items
+                window["steps"] += 1
+                window["grad_norm"] += norm_value
+                window["clipped"] += int(c.grad_clip is not None and norm_value > c.grad_clip)
+                if self.step % c.log_every == 0 or self._eval_due():
+                    now = time.perf_counter()
+                    rate = window["items"] / max(1e-9, now - window["t"])
+                    record = {"step": self.step, "time": round(self.clock.elapsed, 3), "lr": lr,
+                              "train_loss": window["loss"] / window["items"],
+                              "grad_norm": window["grad_norm"] / window["steps"],
+                              "clipped_share": window["clipped"] / window["steps"],
+                              f"{self.task.unit}_per_s": rate}
+                    log.write(record)
+                    bar.update(self.fraction_done(), {"loss": record["train_loss"],
+                                                      **{k: v for k, v in last_eval.items() if k.startswith("val_b")},
+                                                      f"{self.task.unit}/s": rate})
+                    window = {"loss": 0.0, "items": 0, "steps": 0, "clipped": 0, "grad_norm": 0.0, "t": now}
+                if self._eval_due():
+                    last_eval = self._evaluate(log, bar)
+            self.clock.pause()
+            if stop_reason == "nonfinite":
+                bar.message(f"stopped: {self.bad_steps} non-finite steps in a row; "
+                            f"the last good checkpoint is {self.run_dir / 'last.pt'}")
+            else:
+                if self.step > 0 and self._fraction_at_last_eval < self.fraction_done() and stop_reason == "budget":
+                    last_eval = self._evaluate(log, bar)
+                self.save("last")
+                if stop_reason == "interrupted":
+                    bar.message(f"interrupted: saved {self.run_dir / 'last.pt'}; "
+                                f"continue with: rnnkit train --resume {self.run_dir}")
+        finally:
+            self.clock.pause()
+            bar.close()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        self.plot()
+        elapsed = self.clock.elapsed
+        return TrainResult(self.step, elapsed, self.items_seen / max(elapsed, 1e-9), stop_reason,
+                           last_eval, self.best_val)
+
+    def _evaluate(self, log: MetricsLog, bar: Progress) -> dict[str, float]:
+        self.clock.pause()
+        self.task.model.eval()
+        with torch.no_grad(), autocast(self.device, self.precision):
+            metrics = self.task.evaluate()
+        self.task.model.train()
+        self._fraction_at_last_eval = self.fraction_done()
+        log.write({"step": self.step, "time": round(self.clock.elapsed, 3), **metrics})
+        bar.message(f"step {self.step}  time {self.clock.elapsed:.0f}s  "
+                    + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if metrics["val_loss"] < self.best_val:
+            self.best_val = metrics["val_loss"]
+            self.save("best")
+        self.save("last")
+        self.plot()
+        self.clock.start()
+        return metrics
+
+    def plot(self) -> None:
+        records = read_metrics(self.run_dir / "metrics.jsonl")
+        if any("val_loss" in r or "train_loss" in r for r in records):
+            plot_curves(records, self.run_dir / "loss.png", title=self.run_dir.name)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def load_trainer_config(state: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**json.loads(state["trainer"]["config"]))
+
+
+def checkpoint_meta(state: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return json.loads(state["meta"])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        raise RnnkitError("checkpoint has no model description (meta); is it an rnnkit run?") from None
