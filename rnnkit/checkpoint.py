@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -53,9 +54,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise RnnkitError(f"{path} was refused: it holds objects that could run code, and "
-                          f"rnnkit loads weights only ({first[:120]})") from None
+        found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(e))
+        if found is None:
+            raise RnnkitError(f"{path} is not a readable checkpoint (corrupt or truncated)") from None
+        raise RnnkitError(f"{path} was refused: it holds a pickled object ({found.group(1)}) that could "
+                          "run code, and rnnkit loads weights only") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise RnnkitError(f"{path} is not a readable checkpoint (corrupt or truncated): "
                           f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from None

@@ -29,7 +29,8 @@ def resolve_corpus(paths: Sequence[str | os.PathLike]) -> list[Path]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            found = sorted(f for f in p.rglob("*") if f.is_file()
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
             if not found:
                 raise RnnkitError(f"directory {p} holds no files")
             files += found
@@ -56,12 +57,15 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
     nul = data.find(b"\x00", 0, 1 << 20)
     if nul >= 0 and encoding.lower().replace("-", "") in ("utf8", "utf8sig", "ascii", "latin1"):
         raise RnnkitError(f"{path} looks binary (NUL byte at offset {nul}); give a text file")
+    skipped = 0
     if encoding.lower().replace("-", "") in ("utf8", "utf8sig"):
-        encoding = "utf-8-sig"
+        encoding = "utf-8"
+        if data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark is not text
+            data, skipped = data[3:], 3
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as e:
-        raise RnnkitError(f"{path} is not valid {e.encoding} at byte offset {e.start}: "
+        raise RnnkitError(f"{path} is not valid {e.encoding} at byte offset {e.start + skipped}: "
                           f"give its encoding with --encoding (e.g. latin-1)") from None
     except LookupError:
         raise RnnkitError(f"unknown encoding {encoding!r}") from None
@@ -89,6 +93,7 @@ class Vocab:
     def from_text(cls, text: str, max_size: int | None = None) -> Vocab:
         counts = Counter(text)
         if max_size is not None and len(counts) > max_size:
+            counts.pop(UNKNOWN, None)  # it stands for the dropped characters anyway
             keep = [c for c, _ in counts.most_common(max_size - 1)]
             return cls(sorted(keep + [UNKNOWN]))
         return cls(sorted(counts))

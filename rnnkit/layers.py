@@ -101,7 +101,7 @@ class RecurrentLayer(nn.Module):
         """
         unbatched = input.dim() == 2
         if unbatched:
-            input = input.unsqueeze(1)
+            input = input.unsqueeze(0 if self.batch_first else 1)
             if state is not None:
                 state = tuple(s.unsqueeze(1) for s in state) if isinstance(state, tuple) else state.unsqueeze(1)
         elif input.dim() != 3:
@@ -113,7 +113,7 @@ class RecurrentLayer(nn.Module):
             state = self.initial_state(batch, input.device, input.dtype)
         output, state = (self._loop if self.impl == "loop" else self._fused)(input, state)
         if unbatched:
-            output = output.squeeze(1)
+            output = output.squeeze(0 if self.batch_first else 1)
             state = tuple(s.squeeze(1) for s in state) if isinstance(state, tuple) else state.squeeze(1)
         return output, state
 

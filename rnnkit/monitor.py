@@ -85,7 +85,7 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, x: str = "step"
     for name in series:
         pts = [(r[x], r[name]) for r in records if r.get(name) is not None and x in r]
         if pts:
-            xs, ys = zip(*pts)
+            xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, label=name)
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)

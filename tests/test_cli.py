@@ -1,0 +1,152 @@
+"""The command line as a user runs it: the whole job, exact resume after Ctrl-C, and every bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import TINY, rnnkit_cli
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    for f in fragments:
+        assert f in err, err
+
+
+@pytest.fixture(scope="module")
+def run_dir(small_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    proc = rnnkit_cli("train", small_corpus, "--out", out, "--max-steps", "60", "--lr", "0.01", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "val bpc" in proc.stdout
+    return out
+
+
+def test_sample_streams_text(run_dir):
+    proc = rnnkit_cli("sample", run_dir, "--length", "50", "--prime", "The", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.rstrip("\n")) >= 40
+    again = rnnkit_cli("sample", run_dir, "--length", "50", "--prime", "The", "--seed", "1")
+    assert again.stdout == proc.stdout
+
+
+def test_eval_last_line_gives_bpc(run_dir, small_corpus):
+    proc = rnnkit_cli("eval", run_dir, small_corpus)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1].split()
+    assert last[-2] == "bpc" and 0 < float(last[-1]) < 8
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(small_corpus, tmp_path):
+    args = [small_corpus, *TINY, "--hidden", "16", "--batch-size", "4", "--seq-len", "16",
+            "--max-steps", "1500", "--dropout", "0.1", "--layers", "2", "--eval-every", "100"]
+    whole = rnnkit_cli("train", *args, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "train", *map(str, args), "--out", str(cut)],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (cut / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    out, err = proc.communicate(timeout=120)
+    steps = torch.load(cut / "last.pt", weights_only=True)["trainer"]["step"]
+    assert 0 < steps < 1500, "the interrupt came too late to test resume"
+    assert "interrupted" in err
+
+    resumed = rnnkit_cli("train", "--resume", cut)
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
+    b = torch.load(cut / "last.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# --- bad input: one line, non-zero exit, never a traceback ---------------------------------
+
+def test_missing_corpus(tmp_path):
+    assert_one_line_error(rnnkit_cli("train", tmp_path / "nope.txt", "--out", tmp_path / "r"), "no such file")
+
+
+def test_empty_corpus(tmp_path):
+    (tmp_path / "e.txt").write_text("")
+    assert_one_line_error(rnnkit_cli("train", tmp_path / "e.txt", "--out", tmp_path / "r"), "empty")
+
+
+def test_binary_corpus(tmp_path):
+    (tmp_path / "b.bin").write_bytes(b"hello" + bytes(range(256)))
+    assert_one_line_error(rnnkit_cli("train", tmp_path / "b.bin", "--out", tmp_path / "r"),
+                          "binary", "offset 5")
+
+
+def test_undecodable_corpus(tmp_path):
+    (tmp_path / "l.txt").write_bytes(b"caf\xe9 au lait" * 10)
+    assert_one_line_error(rnnkit_cli("train", tmp_path / "l.txt", "--out", tmp_path / "r"),
+                          "byte offset 3", "--encoding")
+
+
+def test_corpus_too_short(tmp_path):
+    (tmp_path / "s.txt").write_text("a short text, far too short\n" * 3)
+    assert_one_line_error(rnnkit_cli("train", tmp_path / "s.txt", "--out", tmp_path / "r"), "too short")
+
+
+@pytest.mark.parametrize("option,value", [("--hidden", "-3"), ("--seq-len", "0"), ("--cell", "tree"),
+                                          ("--batch-size", "x"), ("--lr", "0"), ("--dropout", "1.5")])
+def test_bad_option_values(small_corpus, tmp_path, option, value):
+    assert_one_line_error(rnnkit_cli("train", small_corpus, "--out", tmp_path / "r", option, value), option)
+
+
+def test_missing_checkpoint(tmp_path):
+    assert_one_line_error(rnnkit_cli("sample", tmp_path / "nothing"), "no checkpoint")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    (tmp_path / "c.pt").write_bytes(os.urandom(2000))
+    assert_one_line_error(rnnkit_cli("sample", tmp_path / "c.pt"), "not a readable checkpoint")
+
+
+def test_truncated_checkpoint(run_dir, tmp_path):
+    data = (run_dir / "best.pt").read_bytes()
+    (tmp_path / "t.pt").write_bytes(data[: len(data) // 2])
+    assert_one_line_error(rnnkit_cli("sample", tmp_path / "t.pt"), "corrupt or truncated")
+
+
+def test_foreign_checkpoint(tmp_path):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "f.pt")
+    assert_one_line_error(rnnkit_cli("sample", tmp_path / "f.pt"), "not an rnnkit checkpoint")
+
+
+class RunsCode:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_with_code_is_refused_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "evil.pt", "wb") as f:
+        torch.save({"format": "rnnkit-checkpoint-1", "x": RunsCode(str(marker))}, f, pickle_protocol=2)
+    assert_one_line_error(rnnkit_cli("sample", tmp_path / "evil.pt"), "refused")
+    assert not marker.exists()
+
+
+def test_resume_with_conflicting_options(run_dir):
+    assert_one_line_error(rnnkit_cli("train", "--resume", run_dir, "--hidden", "64"), "conflicts")
+
+
+def test_unknown_prime_characters(run_dir):
+    assert_one_line_error(rnnkit_cli("sample", run_dir, "--prime", "Ω€"), "'Ω'", "'€'")
+
+
+def test_existing_run_is_not_overwritten(run_dir, small_corpus):
+    assert_one_line_error(rnnkit_cli("train", small_corpus, "--out", run_dir, *TINY), "--resume")
