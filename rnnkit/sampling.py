@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from .charlm import CharLM
     from .data import Vocab
+    from .tasks.charlm import CharLM
 
 
 def matvec(w: Tensor, x: Tensor, bias: Tensor | None = None) -> Tensor:

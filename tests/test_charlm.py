@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 import rnnkit
-from rnnkit.charlm import CharLM, ModelConfig
 from rnnkit.data import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.sampling import StepGenerator, pick
+from rnnkit.tasks.charlm import CharLM, ModelConfig
 
 TINY = dict(hidden=32, layers=1, batch_size=8, seq_len=32, precision="fp32")
 

@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint
-from .data import StreamBatcher, Vocab, read_corpus, split_tokens
-from .errors import RnnkitError
-from .layers import GRU, LSTM, RNN
-from .sampling import StepGenerator
-from .trainer import (
+from ..checkpoint import load_checkpoint
+from ..data import StreamBatcher, Vocab, read_corpus, split_tokens
+from ..errors import RnnkitError
+from ..layers import GRU, LSTM, RNN
+from ..sampling import StepGenerator
+from ..trainer import (
     TrainConfig,
     Trainer,
     TrainResult,

@@ -1,59 +1,15 @@
-"""The ``rnnkit`` command: a thin layer over the Python API."""
+"""``rnnkit train``, ``rnnkit sample``, ``rnnkit eval``: character-level language models."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from .errors import RnnkitError
-
-TRAIN_DEFAULTS_NOTE = "(default: the recommended value; see README)"
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+from ..errors import RnnkitError
+from . import fraction, positive_float, positive_int
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other rnnkit error
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    p = Parser(prog="rnnkit", description="Recurrent neural networks: train, sample and evaluate "
-               "character-level language models.")
-    p.add_argument("--version", action="version", version=f"rnnkit {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-
+def register(sub) -> None:
     t = sub.add_parser("train", help="train a character model on text",
                        description="Train a character-level language model. With no corpus, trains on "
                        "the Python standard library's source files.")
@@ -106,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--encoding", default="utf-8")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    return p
+    t.set_defaults(run=cmd_train)
+    s.set_defaults(run=cmd_sample)
+    e.set_defaults(run=cmd_eval)
 
 
 TRAIN_OPTIONS = ["cell", "hidden", "layers", "dropout", "seq_len", "batch_size", "val_fraction",
@@ -116,7 +74,7 @@ TRAIN_OPTIONS = ["cell", "hidden", "layers", "dropout", "seq_len", "batch_size",
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .charlm import sample_to_stdout, train
+    from ..tasks.charlm import sample_to_stdout, train
 
     options = {k: getattr(args, k) for k in TRAIN_OPTIONS}
     out = args.out
@@ -139,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from .charlm import CharLM, sample_to_stdout
+    from ..tasks.charlm import CharLM, sample_to_stdout
 
     model = CharLM.load(args.run, args.checkpoint, device="cpu")
     texts = sample_to_stdout(model, length=args.length, prime=args.prime,
@@ -153,8 +111,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .charlm import CharLM
-    from .data import read_text, resolve_corpus
+    from ..data import read_text, resolve_corpus
+    from ..tasks.charlm import CharLM
 
     model = CharLM.load(args.run, args.checkpoint, device=args.device)
     total_loss = total_chars = 0.0
@@ -167,20 +125,3 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"loss {loss:.4f} nats/char  bpc {loss / 0.6931471805599453:.3f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}[args.command](args)
-    except RnnkitError as e:
-        print(f"rnnkit: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nrnnkit: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
