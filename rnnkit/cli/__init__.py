@@ -1,7 +1,7 @@
 """The ``rnnkit`` command: a thin layer over the Python API.
 
 Each command group lives in its own module with a ``register(subparsers)`` function that adds
-its subcommands, each with ``set_defaults(run=handler)``; handlers import what they need lazily
+its subcommands, each with ``set_defaults(handler=...)``; handlers import what they need lazily
 so that ``rnnkit --help`` stays fast.
 """
 
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        args.handler(args)
     except RnnkitError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
         return 1

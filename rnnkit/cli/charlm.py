@@ -62,9 +62,9 @@ def register(sub) -> None:
     e.add_argument("--encoding", default="utf-8")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    t.set_defaults(run=cmd_train)
-    s.set_defaults(run=cmd_sample)
-    e.set_defaults(run=cmd_eval)
+    t.set_defaults(handler=cmd_train)
+    s.set_defaults(handler=cmd_sample)
+    e.set_defaults(handler=cmd_eval)
 
 
 TRAIN_OPTIONS = ["cell", "hidden", "layers", "dropout", "seq_len", "batch_size", "val_fraction",
