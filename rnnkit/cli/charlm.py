@@ -20,6 +20,8 @@ def register(sub) -> None:
     g.add_argument("--cell", choices=["lstm", "gru", "rnn", "rnn_relu"], help="recurrent cell (default lstm)")
     g.add_argument("--hidden", type=positive_int, help="hidden units per layer (default 512)")
     g.add_argument("--layers", type=positive_int, help="stacked layers (default 2)")
+    g.add_argument("--init", choices=["default", "orthogonal", "identity", "forget1", "chrono"],
+                   help="initialisation of the recurrent layers (see rnnkit.init)")
     g.add_argument("--dropout", type=fraction, help="dropout between layers and before the output (default 0)")
     g = t.add_argument_group("data")
     g.add_argument("--seq-len", type=positive_int, help="characters per truncated-BPTT window (default 128)")
@@ -67,7 +69,7 @@ def register(sub) -> None:
     e.set_defaults(handler=cmd_eval)
 
 
-TRAIN_OPTIONS = ["cell", "hidden", "layers", "dropout", "seq_len", "batch_size", "val_fraction",
+TRAIN_OPTIONS = ["cell", "hidden", "layers", "dropout", "init", "seq_len", "batch_size", "val_fraction",
                  "encoding", "max_vocab", "lr", "weight_decay", "warmup_steps", "grad_clip",
                  "grad_clip_value", "max_time", "max_steps", "epochs", "eval_every", "seed",
                  "precision", "device"]

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..checkpoint import load_checkpoint
 from ..data import StreamBatcher, Vocab, read_corpus, split_tokens
 from ..errors import RnnkitError
+from ..init import init_recurrent
 from ..layers import GRU, LSTM, RNN
 from ..sampling import StepGenerator
 from ..trainer import (
@@ -43,6 +44,7 @@ class ModelConfig:
     hidden: int = 512
     layers: int = 2
     dropout: float = 0.0
+    init: str = "default"  # see rnnkit.init: default, orthogonal, identity, forget1, chrono
     vocab_size: int = 0
 
     def validate(self) -> None:
@@ -71,6 +73,7 @@ class CharLM(nn.Module):
         self.rnn = LAYERS[config.cell](config.hidden, config.hidden, config.layers,
                                        dropout=config.dropout if config.layers > 1 else 0.0,
                                        batch_first=True, **extra)
+        init_recurrent(self.rnn, config.init)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
 
