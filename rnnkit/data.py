@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import glob
 import os
 import sysconfig
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,80 +46,169 @@ def resolve_corpus(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def read_text(path: Path, encoding: str = "utf-8") -> str:
-    """Read a text file, dropping a UTF-8 byte-order mark; refuse binary or undecodable files."""
+CHUNK_BYTES = 1 << 24  # files are read and tokenised 16 MiB at a time, whatever their size
+_UTF8 = ("utf8", "utf8sig")
+
+
+def _norm(encoding: str) -> str:
+    return encoding.lower().replace("-", "").replace("_", "")
+
+
+def iter_file_text(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+    """Decoded text of one file in chunks; refuses empty, binary and undecodable files.
+
+    A UTF-8 byte-order mark is dropped. Errors name the byte offset in the file.
+    """
     try:
-        data = path.read_bytes()
+        fh = path.open("rb")
     except OSError as e:
         raise RnnkitError(f"cannot read {path}: {e.strerror}") from None
-    if not data:
-        raise RnnkitError(f"{path} is empty")
-    nul = data.find(b"\x00", 0, 1 << 20)
-    if nul >= 0 and encoding.lower().replace("-", "") in ("utf8", "utf8sig", "ascii", "latin1"):
-        raise RnnkitError(f"{path} looks binary (NUL byte at offset {nul}); give a text file")
-    skipped = 0
-    if encoding.lower().replace("-", "") in ("utf8", "utf8sig"):
-        encoding = "utf-8"
-        if data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark is not text
-            data, skipped = data[3:], 3
+    utf8 = _norm(encoding) in _UTF8
     try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as e:
-        raise RnnkitError(f"{path} is not valid {e.encoding} at byte offset {e.start + skipped}: "
-                          f"give its encoding with --encoding (e.g. latin-1)") from None
+        decoder = codecs.getincrementaldecoder("utf-8" if utf8 else encoding)("strict")
     except LookupError:
         raise RnnkitError(f"unknown encoding {encoding!r}") from None
+    offset = 0
+    with fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            start = offset
+            if offset == 0:
+                if utf8 and chunk.startswith(b"\xef\xbb\xbf"):  # a byte-order mark is not text
+                    chunk, start = chunk[3:], 3
+                nul = chunk.find(b"\x00", 0, 1 << 20)
+                if nul >= 0 and (utf8 or _norm(encoding) in ("ascii", "latin1", "iso88591", "cp1252")):
+                    raise RnnkitError(f"{path} looks binary (NUL byte at offset {nul + start}); give a text file")
+            offset += len(chunk) + (start if offset == 0 else 0)
+            pending = len(decoder.getstate()[0])
+            try:
+                yield decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                raise RnnkitError(f"{path} is not valid {e.encoding} at byte offset {start - pending + e.start}: "
+                                  "give its encoding with --encoding (e.g. latin-1)") from None
+        if offset == 0:
+            raise RnnkitError(f"{path} is empty")
+        try:
+            yield decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise RnnkitError(f"{path} is not valid {encoding}: it ends inside a character") from None
+
+
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """A whole text file as a string (see :func:`iter_file_text` for what is refused)."""
+    return "".join(iter_file_text(Path(path), encoding))
+
+
+def iter_corpus_text(files: Sequence[Path], encoding: str = "utf-8") -> Iterator[str]:
+    """The text of all files in chunks, one newline between files."""
+    for i, f in enumerate(files):
+        if i:
+            yield "\n"
+        yield from iter_file_text(f, encoding)
 
 
 def read_corpus(paths: Sequence[str | os.PathLike] | None, encoding: str = "utf-8") -> str:
     """All files of a corpus as one string (files joined by a newline); the default corpus if none."""
     files = default_corpus_files() if not paths else resolve_corpus(paths)
-    return "\n".join(read_text(f, encoding) for f in files)
+    return "".join(iter_corpus_text(files, encoding))
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
 class Vocab:
-    """The characters of a text, each mapped to an integer id (sorted, so ids are stable).
+    """The characters of a text, each mapped to an integer id (sorted by code point, so ids are stable).
 
-    With ``max_size``, only the most frequent characters are kept; the rest map to
-    :data:`UNKNOWN`.
+    With ``max_size``, only the most frequent characters are kept and the rest map to
+    :data:`UNKNOWN` (U+FFFD), which then takes one of the ``max_size`` places.
     """
 
     def __init__(self, chars: Iterable[str]) -> None:
         self.chars = sorted(chars)
         self.index = {c: i for i, c in enumerate(self.chars)}
-        self._codes = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        codes = np.array([ord(c) for c in self.chars], dtype=np.int64)
+        # code point -> id, -1 where absent; the last slot stands for every larger code point
+        self._lut = np.full(int(codes.max(initial=0)) + 2, -1, dtype=np.int32)
+        self._lut[codes] = np.arange(len(codes), dtype=np.int32)
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int], max_size: int | None = None) -> Vocab:
+        if max_size is not None and len(counts) > max_size:
+            counts = {c: n for c, n in counts.items() if c != UNKNOWN}  # it stands for the dropped ones
+            keep = sorted(counts, key=lambda c: (-counts[c], c))[: max_size - 1]
+            return cls(keep + [UNKNOWN])
+        return cls(counts)
 
     @classmethod
     def from_text(cls, text: str, max_size: int | None = None) -> Vocab:
-        counts = Counter(text)
-        if max_size is not None and len(counts) > max_size:
-            counts.pop(UNKNOWN, None)  # it stands for the dropped characters anyway
-            keep = [c for c, _ in counts.most_common(max_size - 1)]
-            return cls(sorted(keep + [UNKNOWN]))
-        return cls(sorted(counts))
+        return cls.from_counts(count_chars([text]), max_size)
 
     def __len__(self) -> int:
         return len(self.chars)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The smallest integer type that holds every id."""
+        return np.dtype(np.uint8 if len(self) <= 256 else np.uint16 if len(self) <= 65536 else np.int32)
 
     def unknown_chars(self, text: str) -> list[str]:
         return sorted(set(text) - set(self.index))
 
     def encode(self, text: str, strict: bool = True) -> np.ndarray:
         """Ids of ``text`` as a compact array; unknown characters raise (strict) or map to UNKNOWN."""
-        missing = self.unknown_chars(text)
-        if missing:
+        codes = _code_points(text)
+        ids = self._lut[np.minimum(codes, len(self._lut) - 1)]
+        missing = ids < 0
+        if missing.any():
             if strict or UNKNOWN not in self.index:
-                shown = ", ".join(repr(c) for c in missing[:10])
+                chars = sorted({chr(c) for c in np.unique(codes[missing])})
+                shown = ", ".join(repr(c) for c in chars[:10])
                 raise RnnkitError(f"characters not in the model's vocabulary: {shown}"
-                                  + (f" and {len(missing) - 10} more" if len(missing) > 10 else ""))
-            text = text.translate({ord(c): UNKNOWN for c in missing})
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        # chars are sorted by code point, so a binary search maps code points to ids at numpy speed
-        ids = np.searchsorted(self._codes, codes)
-        return ids.astype(np.uint8 if len(self) <= 256 else np.int32)
+                                  + (f" and {len(chars) - 10} more" if len(chars) > 10 else ""))
+            ids[missing] = self.index[UNKNOWN]
+        return ids.astype(self.dtype)
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[i] for i in ids)
+
+
+def count_chars(chunks: Iterable[str]) -> dict[str, int]:
+    """How often each character occurs in a stream of text chunks."""
+    total = np.zeros(0, dtype=np.int64)
+    for chunk in chunks:
+        counts = np.bincount(_code_points(chunk))
+        if len(counts) > len(total):
+            counts[: len(total)] += total
+            total = counts
+        else:
+            total[: len(counts)] += counts
+    return {chr(c): int(total[c]) for c in np.flatnonzero(total)}
+
+
+def tokenize_to_file(files: Sequence[Path], path: str | os.PathLike, encoding: str = "utf-8",
+                     max_vocab: int | None = None, vocab: Vocab | None = None) -> tuple[Vocab, np.memmap]:
+    """Tokenise a corpus of any size into a token file, streaming; return the vocabulary and a memory map.
+
+    Two passes over the files (count characters, then encode), 16 MiB at a time, so memory
+    stays flat whatever the corpus size. The file is written to a temporary name and renamed.
+    """
+    from .checkpoint import atomic_write
+
+    if vocab is None:
+        vocab = Vocab.from_counts(count_chars(iter_corpus_text(files, encoding)), max_vocab)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as out:
+            for chunk in iter_corpus_text(files, encoding):
+                out.write(vocab.encode(chunk, strict=False).tobytes())
+
+    atomic_write(path, write)
+    return vocab, open_tokens(path, vocab)
+
+
+def open_tokens(path: str | os.PathLike, vocab: Vocab) -> np.memmap:
+    """A token file as a read-only memory map."""
+    return np.memmap(path, dtype=vocab.dtype, mode="r")
 
 
 def split_tokens(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -134,10 +223,14 @@ class StreamBatcher:
     Batch ``i`` of an epoch holds, for every stream, characters ``[i*T, (i+1)*T]`` of it
     (input and the target shifted by one), so the hidden state at the end of one batch is the
     right start for the next: truncated backpropagation through time, as in char-rnn.
+    ``tokens`` may be a memory map: a batch reads only its own ``batch_size x (seq_len+1)``
+    tokens. ``streams`` picks a subset of the streams (one process's share in data-parallel
+    training).
     """
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int) -> None:
-        self.batch_size, self.seq_len = batch_size, seq_len
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int,
+                 streams: range | None = None) -> None:
+        self.tokens, self.batch_size, self.seq_len = tokens, batch_size, seq_len
         stream_len = (len(tokens) - 1) // batch_size
         self.batches_per_epoch = stream_len // seq_len
         if self.batches_per_epoch == 0:
@@ -145,15 +238,13 @@ class StreamBatcher:
             raise RnnkitError(f"text too short: {len(tokens)} characters, need at least {need} "
                               f"for batch size {batch_size} x sequence length {seq_len}; "
                               "lower --batch-size or --seq-len")
-        usable = stream_len * batch_size
-        streams = torch.from_numpy(np.ascontiguousarray(tokens[: usable + 1]).astype(np.int64))
-        self.inputs = streams[:-1].view(batch_size, stream_len)
-        self.targets = streams[1:].view(batch_size, stream_len)
+        self.starts = [s * stream_len for s in (streams or range(batch_size))]
 
     def __len__(self) -> int:
         return self.batches_per_epoch
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets of batch ``index``, each ``(batch_size, seq_len)``."""
-        s = slice(index * self.seq_len, (index + 1) * self.seq_len)
-        return self.inputs[:, s], self.targets[:, s]
+        """Inputs and targets of batch ``index``, each ``(streams, seq_len)``."""
+        at, n = index * self.seq_len, self.seq_len + 1
+        rows = torch.from_numpy(np.stack([self.tokens[s + at: s + at + n] for s in self.starts]).astype(np.int64))
+        return rows[:, :-1], rows[:, 1:]

@@ -73,26 +73,37 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_curves(records: list[dict[str, Any]], path: str | Path, x: str = "step",
-                series: tuple[str, ...] = ("train_loss", "val_loss"), ylabel: str = "loss",
-                title: str = "") -> None:
-    """Line plot of ``series`` against ``x`` from metrics records, saved atomically as a PNG."""
+                panels: list[tuple[tuple[str, ...], str, bool]] | None = None, title: str = "") -> None:
+    """Line plots from metrics records, one panel per ``(series, ylabel, log_y)``, saved atomically as PNG.
+
+    A series is every record that has both ``x`` and that key; panels with no data are left out.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for name in series:
-        pts = [(r[x], r[name]) for r in records if r.get(name) is not None and x in r]
-        if pts:
-            xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, label=name)
-    ax.set_xlabel(x)
-    ax.set_ylabel(ylabel)
+    panels = panels or [(("train_loss", "val_loss"), "loss", False)]
+    data = [[(name, [(r[x], r[name]) for r in records if r.get(name) is not None and x in r])
+             for name in series] for series, _, _ in panels]
+    shown = [(p, d) for p, d in zip(panels, data, strict=True) if any(pts for _, pts in d)]
+    if not shown:
+        return
+    fig, axes = plt.subplots(len(shown), 1, figsize=(7, 3.2 * len(shown) + 0.6), dpi=110, sharex=True,
+                             squeeze=False)
+    for ax, ((_, ylabel, log_y), series) in zip(axes[:, 0], shown, strict=True):
+        for name, pts in series:
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, lw=1, label=name)
+        ax.set_ylabel(ylabel)
+        if log_y:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[-1, 0].set_xlabel(x)
     if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+        axes[0, 0].set_title(title)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)

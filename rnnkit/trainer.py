@@ -128,6 +128,8 @@ class TrainResult:
     stop_reason: str
     last_eval: dict[str, float] = field(default_factory=dict)
     best_val_loss: float = math.inf
+    clipped_share: float = 0.0     # share of this session's steps whose gradient norm was clipped
+    skipped_steps: int = 0         # non-finite steps skipped
 
 
 class Trainer:
@@ -148,6 +150,8 @@ class Trainer:
                                            weight_decay=config.weight_decay, betas=(0.9, 0.99))
         self.step = 0
         self.bad_steps = 0
+        self.skipped_steps = 0
+        self.clipped_steps = 0
         self.best_val = math.inf
         self.clock = Stopwatch()
         self.items_seen = 0
@@ -220,6 +224,7 @@ class Trainer:
         old_handler = signal.signal(signal.SIGINT, self._request_stop) if in_main else None
         model, c = self.task.model, self.config
         bpe = self.task.batches_per_epoch()
+        first_step = self.step
         self._fraction_at_last_eval = self.fraction_done()
         last_eval: dict[str, float] = {}
         window = {"loss": 0.0, "items": 0, "steps": 0, "clipped": 0, "grad_norm": 0.0, "t": time.perf_counter()}
@@ -245,9 +250,11 @@ class Trainer:
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or math.inf)
                 loss_value, norm_value = loss.item(), grad_norm.item()
                 self.step += 1
+                clipped = c.grad_clip is not None and norm_value > c.grad_clip
+                log.write({"step": self.step, "loss": loss_value, "grad_norm": norm_value, "clipped": int(clipped)})
                 if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
                     self.bad_steps += 1  # skip the update: a non-finite step must not corrupt the weights
-                    log.write({"step": self.step, "skipped_nonfinite": self.bad_steps})
+                    self.skipped_steps += 1
                     if self.bad_steps >= c.max_bad_steps:
                         stop_reason = "nonfinite"
                         break
@@ -259,7 +266,8 @@ class Trainer:
                 window["items"] += items
                 window["steps"] += 1
                 window["grad_norm"] += norm_value
-                window["clipped"] += int(c.grad_clip is not None and norm_value > c.grad_clip)
+                window["clipped"] += int(clipped)
+                self.clipped_steps += int(clipped)
                 if self.step % c.log_every == 0 or self._eval_due():
                     now = time.perf_counter()
                     rate = window["items"] / max(1e-9, now - window["t"])
@@ -293,8 +301,9 @@ class Trainer:
                 signal.signal(signal.SIGINT, old_handler)
         self.plot()
         elapsed = self.clock.elapsed
+        steps_run = max(1, self.step - first_step)
         return TrainResult(self.step, elapsed, self.items_seen / max(elapsed, 1e-9), stop_reason,
-                           last_eval, self.best_val)
+                           last_eval, self.best_val, self.clipped_steps / steps_run, self.skipped_steps)
 
     def _evaluate(self, log: MetricsLog, bar: Progress) -> dict[str, float]:
         self.clock.pause()
@@ -315,9 +324,12 @@ class Trainer:
         return metrics
 
     def plot(self) -> None:
+        """``loss.png``: train and validation loss, and below it the pre-clip gradient norm per step."""
         records = read_metrics(self.run_dir / "metrics.jsonl")
         if any("val_loss" in r or "train_loss" in r for r in records):
-            plot_curves(records, self.run_dir / "loss.png", title=self.run_dir.name)
+            plot_curves(records, self.run_dir / "loss.png", title=self.run_dir.name,
+                        panels=[(("train_loss", "val_loss"), "loss (nats)", False),
+                                (("grad_norm",), "gradient norm", True)])
 
 
 def write_json(path: str | Path, obj: Any) -> None:

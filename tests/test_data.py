@@ -229,12 +229,12 @@ def test_vocab_round_trip_non_ascii():
     assert ids[text.index("😀")] == len(v) - 1  # the highest code point sorts last
 
 
-def test_vocab_large_uses_int32():
+def test_vocab_large_uses_a_wider_compact_type():
     text = "".join(chr(c) for c in range(0x400, 0x400 + 300)) + "😀a"
     v = Vocab.from_text(text)
     assert len(v) == 302
     ids = v.encode(text[::-1])
-    assert ids.dtype == np.int32
+    assert ids.dtype == np.uint16
     assert v.decode(ids) == text[::-1]
     assert ids.max() == 301
 

@@ -16,7 +16,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint
-from ..data import StreamBatcher, Vocab, read_corpus, split_tokens
+from ..data import (
+    StreamBatcher,
+    Vocab,
+    default_corpus_files,
+    open_tokens,
+    resolve_corpus,
+    split_tokens,
+    tokenize_to_file,
+)
 from ..errors import RnnkitError
 from ..init import init_recurrent
 from ..layers import GRU, LSTM, RNN
@@ -175,8 +183,6 @@ class CharLMTask:
                  batch_size: int, seq_len: int, device: torch.device) -> None:
         self.model, self.device = model, device
         self.batcher = StreamBatcher(train_tokens, batch_size, seq_len)
-        self.batcher.inputs = self.batcher.inputs.to(device)
-        self.batcher.targets = self.batcher.targets.to(device)
         self.val_tokens, self.batch_size = val_tokens, batch_size
         self.state: Any = None
 
@@ -186,7 +192,7 @@ class CharLMTask:
     def training_loss(self, epoch: int, index: int) -> tuple[Tensor, int]:
         if index == 0:
             self.state = None  # each epoch starts the streams afresh
-        x, y = self.batcher.batch(index)
+        x, y = (t.to(self.device, non_blocking=True) for t in self.batcher.batch(index))
         logits, state = self.model(x, self.state)
         self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()), y.numel()
@@ -227,6 +233,11 @@ class DataConfig:
 
 
 DEFAULT_MAX_TIME = 120.0  # seconds, when no budget is given
+TOKENS = "tokens.bin"  # the corpus as token ids, memory-mapped during training
+
+
+def corpus_files(corpus: Sequence[str] | None) -> list[Path]:
+    return resolve_corpus(corpus) if corpus else default_corpus_files()
 
 
 def _split(options: dict[str, Any]) -> tuple[ModelConfig, DataConfig, TrainConfig]:
@@ -268,9 +279,10 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     model_cfg.validate()
     data_cfg.validate()
     train_cfg.validate()
-    text = read_corpus(data_cfg.corpus, data_cfg.encoding)
-    vocab = Vocab.from_text(text, data_cfg.max_vocab)
-    return _run(out, text, vocab, model_cfg, data_cfg, train_cfg, progress, None)
+    files = corpus_files(data_cfg.corpus)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab, tokens = tokenize_to_file(files, out / TOKENS, data_cfg.encoding, data_cfg.max_vocab)
+    return _run(out, tokens, vocab, model_cfg, data_cfg, train_cfg, progress, None)
 
 
 def _resume(run: Path, corpus, progress, options) -> tuple[CharLM, TrainResult]:
@@ -294,16 +306,18 @@ def _resume(run: Path, corpus, progress, options) -> tuple[CharLM, TrainResult]:
     for k in RESUMABLE:
         if options.get(k) is not None:
             setattr(train_cfg, k, options[k])
-    text = read_corpus(data_cfg.corpus, data_cfg.encoding)
     vocab = Vocab(meta["vocab"])
-    return _run(run, text, vocab, model_cfg, data_cfg, train_cfg, progress, state)
+    if (run / TOKENS).exists():
+        tokens = open_tokens(run / TOKENS, vocab)
+    else:  # the token file is a cache: rebuild it from the corpus with the run's vocabulary
+        _, tokens = tokenize_to_file(corpus_files(data_cfg.corpus), run / TOKENS, data_cfg.encoding, vocab=vocab)
+    return _run(run, tokens, vocab, model_cfg, data_cfg, train_cfg, progress, state)
 
 
-def _run(out: Path, text: str, vocab: Vocab, model_cfg: ModelConfig, data_cfg: DataConfig,
+def _run(out: Path, tokens: np.ndarray, vocab: Vocab, model_cfg: ModelConfig, data_cfg: DataConfig,
          train_cfg: TrainConfig, progress, resume_state) -> tuple[CharLM, TrainResult]:
     torch.manual_seed(train_cfg.seed)
     device = resolve_device(train_cfg.device)
-    tokens = vocab.encode(text, strict=False)
     train_tokens, val_tokens = split_tokens(tokens, data_cfg.val_fraction)
     if len(val_tokens) < 2:
         raise RnnkitError("validation split too short: give more text or a larger --val-fraction")
