@@ -113,6 +113,8 @@ def read_corpus(paths: Sequence[str | os.PathLike] | None, encoding: str = "utf-
 
 
 def _code_points(text: str) -> np.ndarray:
+    if text.isascii():  # most text: one byte a character, four times less to move than UTF-32
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 

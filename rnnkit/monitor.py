@@ -18,7 +18,9 @@ class Progress:
     """A live bar (loss, last validation metric, rate, ETA) on a terminal; one line per evaluation otherwise."""
 
     def __init__(self, unit: str = "chars", enabled: bool | None = None) -> None:
+        """``enabled``: None shows a bar on a terminal and plain lines elsewhere; True a bar; False nothing."""
         self.tty = sys.stderr.isatty() if enabled is None else enabled
+        self.silent = enabled is False
         self.unit = unit
         self.bar = tqdm(total=1000, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
                         disable=not self.tty, file=sys.stderr, dynamic_ncols=True, leave=True)
@@ -34,6 +36,8 @@ class Progress:
 
     def message(self, text: str) -> None:
         """A line that stays: above the bar on a terminal, plain on stderr otherwise."""
+        if self.silent:
+            return
         if self.tty:
             self.bar.write(text, file=sys.stderr)
         else:
@@ -55,10 +59,12 @@ def format_fields(fields: dict[str, Any]) -> str:
 class MetricsLog:
     """Appends one JSON object per line; read back with :func:`read_metrics`."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path, enabled: bool = True) -> None:
+        self.path, self.enabled = Path(path), enabled
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                   for k, v in record.items()}
         with self.path.open("a", encoding="utf-8") as f:

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .errors import RnnkitError
 from .monitor import MetricsLog, Progress, Stopwatch, plot_curves, read_metrics
@@ -83,8 +84,11 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` is the GPU if there is one; under torchrun each process takes its own GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and distributed.active():
+        return torch.device("cuda", distributed.local_rank())
     return torch.device(name)
 
 
@@ -143,6 +147,7 @@ class Trainer:
                  meta: dict[str, Any] | None = None, progress: bool | None = None) -> None:
         config.validate()
         self.task, self.config, self.meta = task, config, meta or {}
+        self.model = task.model  # the plain module, also when training wraps it for data parallelism
         self.run_dir = Path(run_dir)
         self.device = next(task.model.parameters()).device
         self.precision = resolve_precision(config.precision, self.device)
@@ -157,6 +162,8 @@ class Trainer:
         self.items_seen = 0
         self.progress_enabled = progress
         self._stop_requested = False
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0  # only the first process writes logs and checkpoints
 
     # --- schedule and budget -------------------------------------------------------------
     def fraction_done(self) -> float:
@@ -177,38 +184,52 @@ class Trainer:
         cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, fraction)))
         return c.lr * warm * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
 
-    def _eval_due(self) -> bool:
+    def _eval_due(self, fraction: float) -> bool:
         c = self.config
         if c.eval_every:
             return self.step % c.eval_every == 0
         # about eight evaluations per run, spaced by budget fraction
-        return int(self.fraction_done() * 8) > int(self._fraction_at_last_eval * 8)
+        return int(fraction * 8) > int(self._fraction_at_last_eval * 8)
 
     # --- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue; in data-parallel runs, every process's task state and RNG.
+
+        A collective: with torchrun every process must call it.
+        """
+        ranks = distributed.gather({"task": self.task.state_dict(), "rng": rng_state(self.device)})
         return {
-            "model": self.task.model.state_dict(),
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "task": self.task.state_dict(),
+            "task": ranks[0]["task"] if self.world == 1 else {"ranks": [r["task"] for r in ranks]},
             "trainer": {"step": self.step, "elapsed": self.clock.elapsed, "best_val": self.best_val,
-                        "items_seen": self.items_seen, "rng": rng_state(self.device),
+                        "items_seen": self.items_seen, "world_size": self.world,
+                        "rng": ranks[0]["rng"] if self.world == 1 else {"ranks": [r["rng"] for r in ranks]},
                         "config": json.dumps(asdict(self.config))},
             "meta": json.dumps(self.meta),
         }
 
     def save(self, name: str) -> None:
-        save_checkpoint(self.run_dir / f"{name}.pt", self.state_dict())
+        state = self.state_dict()
+        if self.is_main:
+            save_checkpoint(self.run_dir / f"{name}.pt", state)
 
     def resume(self, path: str | Path) -> None:
         """Restore model, optimizer, data position, state carried by the task, and RNG."""
         state = load_checkpoint(path)
-        self.task.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.task.load_state_dict(state["task"])
         t = state["trainer"]
+        if t.get("world_size", 1) != self.world:
+            raise RnnkitError(f"{path} was saved by {t.get('world_size', 1)} processes; resume it with "
+                              f"the same number (now {self.world})")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        task_state, rng = state["task"], t["rng"]
+        if self.world > 1:
+            task_state, rng = task_state["ranks"][self.rank], rng["ranks"][self.rank]
+        self.task.load_state_dict(task_state)
         self.step, self.best_val, self.items_seen = t["step"], t["best_val"], t["items_seen"]
         self.clock = Stopwatch(t["elapsed"])
-        set_rng_state(t["rng"], self.device)
+        set_rng_state(rng, self.device)
 
     # --- the loop ------------------------------------------------------------------------
     def _request_stop(self, signum, frame) -> None:
@@ -218,25 +239,30 @@ class Trainer:
 
     def run(self) -> TrainResult:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(self.run_dir / "metrics.jsonl")
-        bar = Progress(self.task.unit, self.progress_enabled)
+        log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.is_main)
+        bar = Progress(self.task.unit, self.progress_enabled if self.is_main else False)
         in_main = threading.current_thread() is threading.main_thread()
         old_handler = signal.signal(signal.SIGINT, self._request_stop) if in_main else None
-        model, c = self.task.model, self.config
-        bpe = self.task.batches_per_epoch()
-        first_step = self.step
+        c, bpe, first_step = self.config, self.task.batches_per_epoch(), self.step
+        if self.world > 1:  # gradients are averaged across processes inside backward()
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.task.model = DistributedDataParallel(self.model)
         self._fraction_at_last_eval = self.fraction_done()
         last_eval: dict[str, float] = {}
-        window = {"loss": 0.0, "items": 0, "steps": 0, "clipped": 0, "grad_norm": 0.0, "t": time.perf_counter()}
+        window = self._new_window()
         stop_reason = "budget"
         try:
-            model.train()
+            self.model.train()
             self.clock.start()
-            while self.fraction_done() < 1.0:
-                if self._stop_requested:
+            while True:
+                # every process takes the same decisions: the furthest clock and any Ctrl-C count
+                fraction, stop = distributed.all_max(self.fraction_done(), float(self._stop_requested))
+                if stop:
                     stop_reason = "interrupted"
                     break
-                fraction = self.fraction_done()
+                if fraction >= 1.0:
+                    break
                 lr = self.lr_at(fraction)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
@@ -246,13 +272,14 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if c.grad_clip_value:
-                    torch.nn.utils.clip_grad_value_(model.parameters(), c.grad_clip_value)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or math.inf)
+                    torch.nn.utils.clip_grad_value_(self.model.parameters(), c.grad_clip_value)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or math.inf)
                 loss_value, norm_value = loss.item(), grad_norm.item()
                 self.step += 1
                 clipped = c.grad_clip is not None and norm_value > c.grad_clip
                 log.write({"step": self.step, "loss": loss_value, "grad_norm": norm_value, "clipped": int(clipped)})
-                if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+                (bad,) = distributed.all_max(float(not (math.isfinite(loss_value) and math.isfinite(norm_value))))
+                if bad:
                     self.bad_steps += 1  # skip the update: a non-finite step must not corrupt the weights
                     self.skipped_steps += 1
                     if self.bad_steps >= c.max_bad_steps:
@@ -261,65 +288,82 @@ class Trainer:
                     continue
                 self.bad_steps = 0
                 self.optimizer.step()
-                self.items_seen += items
+                self.items_seen += items * self.world
                 window["loss"] += loss_value * items
-                window["items"] += items
+                window["items"] += items * self.world
                 window["steps"] += 1
                 window["grad_norm"] += norm_value
                 window["clipped"] += int(clipped)
                 self.clipped_steps += int(clipped)
-                if self.step % c.log_every == 0 or self._eval_due():
-                    now = time.perf_counter()
-                    rate = window["items"] / max(1e-9, now - window["t"])
-                    record = {"step": self.step, "time": round(self.clock.elapsed, 3), "lr": lr,
-                              "train_loss": window["loss"] / window["items"],
-                              "grad_norm": window["grad_norm"] / window["steps"],
-                              "clipped_share": window["clipped"] / window["steps"],
-                              f"{self.task.unit}_per_s": rate}
-                    log.write(record)
-                    bar.update(self.fraction_done(), {"loss": record["train_loss"],
-                                                      **{k: v for k, v in last_eval.items() if k.startswith("val_b")},
-                                                      f"{self.task.unit}/s": rate})
-                    window = {"loss": 0.0, "items": 0, "steps": 0, "clipped": 0, "grad_norm": 0.0, "t": now}
-                if self._eval_due():
-                    last_eval = self._evaluate(log, bar)
+                eval_due = self._eval_due(fraction)
+                if self.step % c.log_every == 0 or eval_due:
+                    self._log_window(window, lr, log, bar, last_eval)
+                    window = self._new_window()
+                if eval_due:
+                    last_eval = self._evaluate(log, bar, fraction)
             self.clock.pause()
             if stop_reason == "nonfinite":
                 bar.message(f"stopped: {self.bad_steps} non-finite steps in a row; "
                             f"the last good checkpoint is {self.run_dir / 'last.pt'}")
             else:
-                if self.step > 0 and self._fraction_at_last_eval < self.fraction_done() and stop_reason == "budget":
-                    last_eval = self._evaluate(log, bar)
+                if self.step > first_step and stop_reason == "budget" and self._fraction_at_last_eval < 1.0:
+                    last_eval = self._evaluate(log, bar, 1.0)
                 self.save("last")
                 if stop_reason == "interrupted":
                     bar.message(f"interrupted: saved {self.run_dir / 'last.pt'}; "
                                 f"continue with: rnnkit train --resume {self.run_dir}")
         finally:
             self.clock.pause()
+            self.task.model = self.model
             bar.close()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
-        self.plot()
+        if self.is_main:
+            self.plot()
         elapsed = self.clock.elapsed
         steps_run = max(1, self.step - first_step)
         return TrainResult(self.step, elapsed, self.items_seen / max(elapsed, 1e-9), stop_reason,
                            last_eval, self.best_val, self.clipped_steps / steps_run, self.skipped_steps)
 
-    def _evaluate(self, log: MetricsLog, bar: Progress) -> dict[str, float]:
+    @staticmethod
+    def _new_window() -> dict[str, float]:
+        return {"loss": 0.0, "items": 0, "steps": 0, "clipped": 0, "grad_norm": 0.0, "t": time.perf_counter()}
+
+    def _log_window(self, window: dict[str, float], lr: float, log: MetricsLog, bar: Progress,
+                    last_eval: dict[str, float]) -> None:
+        rate = window["items"] / max(1e-9, time.perf_counter() - window["t"])
+        steps = max(1, window["steps"])
+        record = {"step": self.step, "time": round(self.clock.elapsed, 3), "lr": lr,
+                  "train_loss": window["loss"] / max(1, window["items"] / self.world),
+                  "grad_norm": window["grad_norm"] / steps, "clipped_share": window["clipped"] / steps,
+                  f"{self.task.unit}_per_s": rate}
+        log.write(record)
+        shown = {k: v for k, v in last_eval.items() if k.startswith("val_b")}
+        bar.update(self.fraction_done(), {"loss": record["train_loss"], **shown, f"{self.task.unit}/s": rate})
+
+    def _evaluate(self, log: MetricsLog, bar: Progress, fraction: float) -> dict[str, float]:
+        """Validate (on the first process), log, and save ``best``/``last``; a collective under torchrun."""
         self.clock.pause()
-        self.task.model.eval()
-        with torch.no_grad(), autocast(self.device, self.precision):
-            metrics = self.task.evaluate()
-        self.task.model.train()
-        self._fraction_at_last_eval = self.fraction_done()
-        log.write({"step": self.step, "time": round(self.clock.elapsed, 3), **metrics})
-        bar.message(f"step {self.step}  time {self.clock.elapsed:.0f}s  "
-                    + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        if metrics["val_loss"] < self.best_val:
-            self.best_val = metrics["val_loss"]
+        metrics: dict[str, float] = {}
+        if self.is_main:
+            training_model, self.task.model = self.task.model, self.model
+            self.model.eval()
+            with torch.no_grad(), autocast(self.device, self.precision):
+                metrics = self.task.evaluate()
+            self.model.train()
+            self.task.model = training_model
+            log.write({"step": self.step, "time": round(self.clock.elapsed, 3), **metrics})
+            bar.message(f"step {self.step}  time {self.clock.elapsed:.0f}s  "
+                        + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        self._fraction_at_last_eval = fraction
+        (improved,) = distributed.all_max(float(self.is_main and metrics["val_loss"] < self.best_val))
+        if improved:
+            if self.is_main:
+                self.best_val = metrics["val_loss"]
             self.save("best")
         self.save("last")
-        self.plot()
+        if self.is_main:
+            self.plot()
         self.clock.start()
         return metrics
 

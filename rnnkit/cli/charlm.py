@@ -83,7 +83,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     if out is None and args.resume is None:
         name = Path(args.corpus[0]).stem if args.corpus else "stdlib"
         out = str(Path("runs") / (name or "corpus"))
+    from .. import distributed
+
     model, result = train(args.corpus or None, out=out, resume=args.resume, **options)
+    if distributed.rank() != 0:  # under torchrun the first process reports for all
+        distributed.shutdown()
+        return
+    distributed.shutdown()
     run_dir = args.resume or out
     print(f"run folder: {run_dir}  steps {result.steps}  train time {result.train_time:.0f}s  "
           f"{result.items_per_second:,.0f} chars/s")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import distributed
 from ..checkpoint import load_checkpoint
 from ..data import (
     StreamBatcher,
@@ -182,7 +183,11 @@ class CharLMTask:
     def __init__(self, model: CharLM, train_tokens: np.ndarray, val_tokens: np.ndarray,
                  batch_size: int, seq_len: int, device: torch.device) -> None:
         self.model, self.device = model, device
-        self.batcher = StreamBatcher(train_tokens, batch_size, seq_len)
+        rank, world = distributed.rank(), distributed.world_size()
+        if batch_size % world:
+            raise RnnkitError(f"--batch-size {batch_size} must be divisible by the number of processes ({world})")
+        share = batch_size // world  # each process trains its own contiguous streams
+        self.batcher = StreamBatcher(train_tokens, batch_size, seq_len, range(rank * share, (rank + 1) * share))
         self.val_tokens, self.batch_size = val_tokens, batch_size
         self.state: Any = None
 
@@ -264,6 +269,7 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     ``max_time``, ...). With ``resume``, training continues a run exactly where it stopped;
     only the budget (and device) may be changed then.
     """
+    distributed.setup()  # joins the process group when started by torchrun; else nothing
     if isinstance(corpus, (str, Path)):
         corpus = [str(corpus)]
     if resume is not None:
@@ -281,7 +287,7 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     train_cfg.validate()
     files = corpus_files(data_cfg.corpus)
     out.mkdir(parents=True, exist_ok=True)
-    vocab, tokens = tokenize_to_file(files, out / TOKENS, data_cfg.encoding, data_cfg.max_vocab)
+    vocab, tokens = _tokenize_once(files, out / TOKENS, data_cfg.encoding, data_cfg.max_vocab, None)
     return _run(out, tokens, vocab, model_cfg, data_cfg, train_cfg, progress, None)
 
 
@@ -310,8 +316,21 @@ def _resume(run: Path, corpus, progress, options) -> tuple[CharLM, TrainResult]:
     if (run / TOKENS).exists():
         tokens = open_tokens(run / TOKENS, vocab)
     else:  # the token file is a cache: rebuild it from the corpus with the run's vocabulary
-        _, tokens = tokenize_to_file(corpus_files(data_cfg.corpus), run / TOKENS, data_cfg.encoding, vocab=vocab)
+        _, tokens = _tokenize_once(corpus_files(data_cfg.corpus), run / TOKENS, data_cfg.encoding, None, vocab)
     return _run(run, tokens, vocab, model_cfg, data_cfg, train_cfg, progress, state)
+
+
+def _tokenize_once(files: list[Path], path: Path, encoding: str, max_vocab: int | None,
+                   vocab: Vocab | None) -> tuple[Vocab, np.ndarray]:
+    """Tokenise on the first process; the others wait, then map the same file."""
+    first = distributed.rank() == 0
+    if first:
+        vocab, tokens = tokenize_to_file(files, path, encoding, max_vocab, vocab)
+    chars = distributed.gather(vocab.chars if first else None)[0]  # also waits for the file
+    if not first:
+        vocab = Vocab(chars)
+        tokens = open_tokens(path, vocab)
+    return vocab, tokens
 
 
 def _run(out: Path, tokens: np.ndarray, vocab: Vocab, model_cfg: ModelConfig, data_cfg: DataConfig,

@@ -1,0 +1,83 @@
+"""Training speed: rnnkit's training loop against a hand-written PyTorch script, side by side.
+
+Both train the same model (embedding, recurrent layers, linear output) on the same contiguous
+streams of tiny-shakespeare with the state carried, in the same process, alternating. Prints
+chars/s, the ratio, and achieved matrix-product FLOP/s as a share of the measured peak.
+
+    python benchmarks/train_speed.py            # full: LSTM and GRU 1x256, 2x512, 3x1024
+    python benchmarks/train_speed.py --quick    # 2x512 LSTM only
+    python benchmarks/train_speed.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import corpus_tokens, flops_per_char, machine, matmul_peak, plain_train_rate, table  # noqa: E402
+
+from rnnkit.tasks.charlm import CharLM, CharLMTask, DataConfig, ModelConfig  # noqa: E402
+from rnnkit.trainer import TrainConfig, Trainer  # noqa: E402
+
+SIZES = [("lstm", 1, 256), ("lstm", 2, 512), ("lstm", 3, 1024), ("gru", 1, 256), ("gru", 2, 512), ("gru", 3, 1024)]
+
+
+def rnnkit_train_rate(cell: str, tokens, vocab: int, hidden: int, layers: int, batch: int, seq_len: int,
+                      precision: str, device: str, seconds: float) -> float:
+    """Chars/s of rnnkit's own Trainer (the loop `rnnkit train` runs), validation left out."""
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    model = CharLM(ModelConfig(cell=cell, hidden=hidden, layers=layers, vocab_size=vocab)).to(dev)
+    task = CharLMTask(model, tokens, tokens[:4096], batch, seq_len, dev)
+    config = TrainConfig(max_time=seconds, precision=precision, device=device, eval_every=10**9,
+                         log_every=10**9, warmup_steps=1)
+    with tempfile.TemporaryDirectory() as run:
+        return Trainer(task, config, run, progress=False).run().items_per_second
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="rnnkit training chars/s against a plain PyTorch script")
+    p.add_argument("--quick", action="store_true", help="2x512 LSTM only, short timings")
+    p.add_argument("--smoke", action="store_true", help="a tiny model for a second: checks the script runs")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seconds", type=float, help="timing per measurement (default 10, quick 4)")
+    p.add_argument("--batch-size", type=int, default=DataConfig.batch_size)
+    p.add_argument("--seq-len", type=int, default=DataConfig.seq_len)
+    args = p.parse_args()
+    sizes = [("lstm", 1, 32)] if args.smoke else [("lstm", 2, 512)] if args.quick else SIZES
+    seconds = args.seconds or (0.5 if args.smoke else 4 if args.quick else 10)
+    tokens, vocab = corpus_tokens(200_000 if args.smoke else None)
+    print(f"# training speed: {machine()}; batch {args.batch_size} x seq {args.seq_len}, {seconds:.0f} s each")
+    peak = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16, args.device) for p in ("fp32", "bf16")}
+    print(f"# measured matrix-product peak: fp32 {peak['fp32'] / 1e12:.2f} TFLOP/s, "
+          f"bf16 {peak['bf16'] / 1e12:.2f} TFLOP/s")
+    rows = []
+    for cell, layers, hidden in sizes:
+        rates = {}
+        for precision in ("fp32", "bf16"):
+            common = (cell, tokens, vocab, hidden, layers, args.batch_size, args.seq_len, precision,
+                      args.device, seconds)
+            # alternate, best of two each, so drift in the machine's speed hits both alike
+            plain = [plain_train_rate(*common)]
+            ours = [rnnkit_train_rate(*common)]
+            plain.append(plain_train_rate(*common))
+            ours.append(rnnkit_train_rate(*common))
+            rates[precision] = (max(ours), max(plain))
+        for precision, (ours, plain) in rates.items():
+            achieved = ours * flops_per_char(cell, vocab, hidden, layers)
+            rows.append({"model": f"{cell} {layers}x{hidden}", "precision": precision,
+                         "rnnkit chars/s": ours, "plain chars/s": plain, "ratio": ours / plain,
+                         "vs plain fp32": ours / rates["fp32"][1],
+                         "TFLOP/s": achieved / 1e12, "share of peak": achieved / peak[precision]})
+        print(table(rows[-2:]), flush=True)
+    print()
+    print(table(rows, "training chars/s, rnnkit vs plain PyTorch (same run)"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Data-parallel training with torchrun and gloo: two processes equal one with the same total batch."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import rnnkit_cli
+
+ARGS = ["--hidden", "24", "--layers", "1", "--batch-size", "8", "--seq-len", "16", "--max-steps", "25",
+        "--precision", "fp32", "--sample-length", "0", "--eval-every", "25", "--lr", "0.01"]
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("torchrun")
+    if not exe.exists():
+        exe = shutil.which("torchrun")
+    if exe is None:
+        pytest.skip("torchrun not found")
+    return subprocess.run([str(exe), "--nproc-per-node", "2", "--master-port", "29531", "-m", "rnnkit",
+                           *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env={"OMP_NUM_THREADS": "1", "PATH": str(Path(sys.executable).parent)})
+
+
+def final_records(run: Path) -> tuple[list[float], float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    val = [r["val_loss"] for r in records if "val_loss" in r][-1]
+    return losses, val
+
+
+def test_two_processes_match_one_with_the_same_total_batch(small_corpus, tmp_path):
+    single = rnnkit_cli("train", small_corpus, "--out", tmp_path / "one", *ARGS)
+    assert single.returncode == 0, single.stderr
+    double = torchrun("train", small_corpus, "--out", tmp_path / "two", *ARGS)
+    assert double.returncode == 0, double.stderr[-2000:]
+    assert double.stdout.count("run folder:") == 1  # only the first process reports
+
+    one_losses, one_val = final_records(tmp_path / "one")
+    two_losses, two_val = final_records(tmp_path / "two")
+    assert len(one_losses) == len(two_losses) == 25
+    # rank 0 logs the loss of its own half of the streams; the mean gradient is the same as one
+    # process's, so the weights, and with them the validation loss, agree
+    assert two_val == pytest.approx(one_val, abs=2e-4)
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-4, rtol=1e-3)
+
+
+def test_resume_needs_the_same_number_of_processes(small_corpus, tmp_path):
+    double = torchrun("train", small_corpus, "--out", tmp_path / "two", *ARGS)
+    assert double.returncode == 0, double.stderr[-2000:]
+    proc = rnnkit_cli("train", "--resume", tmp_path / "two", "--max-steps", "30")
+    assert proc.returncode != 0 and "same number" in proc.stderr

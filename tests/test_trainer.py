@@ -1,0 +1,95 @@
+"""The shared training loop: schedule, clipping records, the non-finite guard, budgets."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rnnkit.data import Vocab
+from rnnkit.errors import RnnkitError
+from rnnkit.tasks.charlm import CharLM, CharLMTask, ModelConfig
+from rnnkit.trainer import TrainConfig, Trainer
+
+
+def make_trainer(tmp_path, cell="lstm", **config):
+    torch.manual_seed(0)
+    text = ("the quick brown fox jumps over the lazy dog. " * 300)
+    vocab = Vocab.from_text(text)
+    tokens = vocab.encode(text)
+    model = CharLM(ModelConfig(cell=cell, hidden=16, layers=1, vocab_size=len(vocab)), vocab)
+    task = CharLMTask(model, tokens[:10000], tokens[10000:], 4, 16, torch.device("cpu"))
+    return Trainer(task, TrainConfig(**{"precision": "fp32", **config}), tmp_path / "run", progress=False)
+
+
+def records(trainer):
+    return [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor(tmp_path):
+    t = make_trainer(tmp_path, max_steps=100, lr=1e-2, warmup_steps=10, min_lr_ratio=0.1)
+    t.step = 0
+    assert t.lr_at(0.0) == pytest.approx(1e-3)        # first warmup step: lr / 10
+    t.step = 50
+    assert t.lr_at(0.5) == pytest.approx(1e-2 * (0.1 + 0.9 * 0.5))
+    assert t.lr_at(1.0) == pytest.approx(1e-3)        # the floor at the end of the budget
+
+
+def test_every_step_records_its_gradient_norm_and_clipping(tmp_path):
+    t = make_trainer(tmp_path, max_steps=12, grad_clip=1e-6, log_every=4)
+    result = t.run()
+    steps = [r for r in records(t) if "grad_norm" in r and "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 13))
+    assert all(r["grad_norm"] > 1e-6 and r["clipped"] == 1 for r in steps)
+    assert result.clipped_share == 1.0
+    loose = make_trainer(tmp_path / "b", max_steps=5, grad_clip=1e9).run()
+    assert loose.clipped_share == 0.0
+
+
+def test_non_finite_steps_are_skipped_and_stop_the_run(tmp_path):
+    t = make_trainer(tmp_path, cell="rnn_relu", max_steps=50, max_bad_steps=3)
+    t.save("last")  # the last good checkpoint
+    good = {k: v.clone() for k, v in t.model.state_dict().items()}
+    with torch.no_grad():
+        t.model.rnn.weight_hh_l0.mul_(1e30)  # activations overflow: loss and gradients become inf/nan
+        t.model.rnn.weight_ih_l0.mul_(1e30)
+    broken = {k: v.clone() for k, v in t.model.state_dict().items()}
+    result = t.run()
+    assert result.stop_reason == "nonfinite" and result.skipped_steps == 3
+    for k, v in t.model.state_dict().items():  # no update was applied
+        assert torch.equal(v, broken[k])
+    saved = torch.load(t.run_dir / "last.pt", weights_only=True)["model"]
+    for k, v in saved.items():  # the good checkpoint was not overwritten
+        assert torch.equal(v, good[k])
+
+
+def test_value_clipping_bounds_every_gradient_element(tmp_path):
+    t = make_trainer(tmp_path, max_steps=1, grad_clip_value=1e-4, grad_clip=None)
+    captured = {}
+    step = t.optimizer.step
+
+    def capture(*args, **kwargs):  # look at the gradients the optimizer is given
+        captured["max"] = max(p.grad.abs().max().item() for p in t.model.parameters())
+        return step(*args, **kwargs)
+
+    t.optimizer.step = capture
+    t.run()
+    assert 0 < captured["max"] <= 1e-4
+
+
+def test_a_budget_is_required_and_values_checked(tmp_path):
+    with pytest.raises(RnnkitError, match="budget"):
+        make_trainer(tmp_path)
+    with pytest.raises(RnnkitError, match="--lr"):
+        make_trainer(tmp_path, max_steps=1, lr=-1)
+    with pytest.raises(RnnkitError, match="--precision"):
+        make_trainer(tmp_path, max_steps=1, precision="fp8")
+
+
+def test_epoch_budget_counts_batches(tmp_path):
+    t = make_trainer(tmp_path, epochs=2)
+    result = t.run()
+    assert result.steps == 2 * t.task.batches_per_epoch()
+    assert math.isfinite(result.last_eval["val_loss"])
+    assert np.isfinite(result.items_per_second)
