@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=DataConfig.seq_len)
     args = p.parse_args()
     sizes = [("lstm", 1, 32)] if args.smoke else [("lstm", 2, 512)] if args.quick else SIZES
-    seconds = args.seconds or (0.5 if args.smoke else 4 if args.quick else 10)
+    seconds = 0.5 if args.smoke else args.seconds or (4 if args.quick else 10)
     tokens, vocab = corpus_tokens(200_000 if args.smoke else None)
     print(f"# training speed: {machine()}; batch {args.batch_size} x seq {args.seq_len}, {seconds:.0f} s each")
     peak = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16, args.device) for p in ("fp32", "bf16")}

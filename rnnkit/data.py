@@ -159,7 +159,8 @@ class Vocab:
     def encode(self, text: str, strict: bool = True) -> np.ndarray:
         """Ids of ``text`` as a compact array; unknown characters raise (strict) or map to UNKNOWN."""
         codes = _code_points(text)
-        ids = self._lut[np.minimum(codes, len(self._lut) - 1)]
+        top = len(self._lut) - 1  # code points past the table all land on its last slot (-1)
+        ids = self._lut[codes if top >= np.iinfo(codes.dtype).max else np.minimum(codes, codes.dtype.type(top))]
         missing = ids < 0
         if missing.any():
             if strict or UNKNOWN not in self.index:

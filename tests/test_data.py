@@ -358,3 +358,10 @@ def test_split_tokens():
     train, val = data.split_tokens(tokens, 0.1)
     assert len(train) == 90 and len(val) == 10
     assert np.array_equal(np.concatenate([train, val]), tokens)
+
+
+def test_encode_ascii_text_with_a_wide_vocabulary():
+    from rnnkit.data import Vocab as V
+    v = V.from_text("abc\u201c\u201d")  # curly quotes make code points past 255
+    assert v.decode(v.encode("cab")) == "cab"
+    assert v.decode(v.encode("a\u201cb\u201d")) == "a\u201cb\u201d"
