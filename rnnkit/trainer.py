@@ -47,6 +47,9 @@ class Task(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+EVALS_PER_RUN = 4
+
+
 @dataclass
 class TrainConfig:
     """How to train, whatever the task. At least one of the three budgets must be set."""
@@ -60,7 +63,7 @@ class TrainConfig:
     max_time: float | None = None    # seconds of training (evaluation and saving not counted)
     max_steps: int | None = None
     epochs: float | None = None
-    eval_every: int | None = None    # steps; default: about 8 evaluations per run
+    eval_every: int | None = None    # steps; default: EVALS_PER_RUN evaluations, evenly spaced
     max_bad_steps: int = 20          # stop after this many non-finite steps in a row
     precision: str = "auto"          # fp32, bf16 or auto
     device: str = "auto"             # auto, cpu or cuda
@@ -188,8 +191,8 @@ class Trainer:
         c = self.config
         if c.eval_every:
             return self.step % c.eval_every == 0
-        # about eight evaluations per run, spaced by budget fraction
-        return int(fraction * 8) > int(self._fraction_at_last_eval * 8)
+        # evenly spaced by budget fraction: validation stays a small share of the run's time
+        return int(fraction * EVALS_PER_RUN) > int(self._fraction_at_last_eval * EVALS_PER_RUN)
 
     # --- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -348,7 +351,7 @@ class Trainer:
         if self.is_main:
             training_model, self.task.model = self.task.model, self.model
             self.model.eval()
-            with torch.no_grad(), autocast(self.device, self.precision):
+            with torch.inference_mode(), autocast(self.device, self.precision):
                 metrics = self.task.evaluate()
             self.model.train()
             self.task.model = training_model
