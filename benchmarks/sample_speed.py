@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PlainCharModel, machine, table  # noqa: E402
 
 from rnnkit.data import Vocab  # noqa: E402
-from rnnkit.sampling import StepGenerator, default_sample_dtype  # noqa: E402
+from rnnkit.sampling import Int8Weight, StepGenerator, default_sample_dtype  # noqa: E402
 from rnnkit.tasks.charlm import CharLM, ModelConfig  # noqa: E402
 
 VOCAB = Vocab([chr(c) for c in range(32, 97)])  # 65 characters, as tiny-shakespeare
@@ -38,9 +38,9 @@ def naive_rate(hidden: int, layers: int, length: int) -> float:
     return length / (time.perf_counter() - start)
 
 
-def rnnkit_rate(model: CharLM, batch: int, length: int) -> float:
+def rnnkit_rate(model: CharLM, batch: int, length: int, precision: str = "auto") -> float:
     start = time.perf_counter()
-    model.sample(length, seed=0, num_samples=batch)
+    model.sample(length, seed=0, num_samples=batch, precision=precision)
     return batch * length / (time.perf_counter() - start)
 
 
@@ -72,6 +72,9 @@ def main() -> None:
     gen = StepGenerator(model)
     weight_bytes = sum(w.numel() * w.element_size() for layer in gen.layers for w in layer if w.dim() == 2)
     weight_bytes += gen.head_w.numel() * gen.head_w.element_size()
+    int8_gen = StepGenerator(model, torch.int8)
+    int8_bytes = sum(w.nbytes() for layer in int8_gen.layers for w in layer if isinstance(w, Int8Weight))
+    int8_bytes += int8_gen.head_w.numel() * int8_gen.head_w.element_size()
     bandwidth = copy_bandwidth()
     rows = []
     for batch in (1, 8, 64):
@@ -82,6 +85,10 @@ def main() -> None:
             row["weights GB/s"] = weight_bytes * rate / 1e9
             row["of copy bandwidth"] = weight_bytes * rate / bandwidth
         rows.append(row)
+    rate = rnnkit_rate(model, 1, length, "int8")
+    rows.append({"batch": "1 (int8 weights)", "rnnkit chars/s": rate, "naive nn.LSTM loop (batch 1)": naive,
+                 "speed-up": rate / naive, "weights GB/s": int8_bytes * rate / 1e9,
+                 "of copy bandwidth": int8_bytes * rate / bandwidth})
     print(f"# step weights {weight_bytes / 1e6:.1f} MB ({default_sample_dtype()}), "
           f"copy bandwidth {bandwidth / 1e9:.1f} GB/s")
     print(table(rows, "sampling chars/s"))

@@ -23,13 +23,37 @@ if TYPE_CHECKING:
     from .tasks.charlm import CharLM
 
 
-def matvec(w: Tensor, x: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``x @ w.T (+ bias)`` in float32, ``w`` stored in its own (possibly smaller) dtype.
+class Int8Weight:
+    """A weight matrix stored as int8 with one scale per row (weight-only quantisation).
 
-    At batch 1 the product is bound by reading ``w`` from memory, so bf16 weights halve its
-    time; ``torch.mv`` is the fastest kernel for that shape.
+    Four times fewer bytes than float32: a 2x512 LSTM's step weights then fit the CPU's L2
+    caches, and batch-1 steps run about twice as fast as with bf16, at a small cost in fidelity.
     """
-    if x.shape[0] == 1:
+
+    def __init__(self, w: Tensor) -> None:
+        w = w.detach().float().cpu()
+        self.scale = (w.abs().amax(1).clamp_min(1e-12) / 127).to(torch.bfloat16)
+        self.q = (w / self.scale.float()[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
+        self.shape = w.shape
+        # torch's int8 kernel is wrong for inner sizes that are not a multiple of 16 (seen with 24):
+        # there, multiply by the same quantised values, widened to bf16
+        self.fallback = None if w.shape[1] % 32 == 0 else (self.q.float() * self.scale.float()[:, None]).bfloat16()
+
+    def nbytes(self) -> int:
+        return self.q.numel() + 2 * self.scale.numel()
+
+
+def matvec(w: Tensor | Int8Weight, x: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ w.T (+ bias)`` in float32, ``w`` stored in its own (possibly smaller) type.
+
+    At batch 1 the product is bound by reading ``w`` from memory, so smaller weights are
+    faster; ``torch.mv`` is the fastest kernel for that shape.
+    """
+    if isinstance(w, Int8Weight):
+        if w.fallback is not None:
+            return matvec(w.fallback, x, bias)
+        y = torch._weight_int8pack_mm(x.to(torch.bfloat16), w.q, w.scale).float()
+    elif x.shape[0] == 1:
         y = torch.mv(w, x[0].to(w.dtype)).float().unsqueeze(0)
     else:
         y = F.linear(x.to(w.dtype), w).float()
@@ -40,6 +64,9 @@ def default_sample_dtype() -> torch.dtype:
     """bf16 weights where the CPU converts them natively (AVX-512 BF16, AMX), else float32."""
     fast = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
     return torch.bfloat16 if fast else torch.float32
+
+
+SAMPLE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
 
 
 class StepGenerator:
@@ -53,7 +80,9 @@ class StepGenerator:
         dtype = dtype or default_sample_dtype()
         self.layers: list[tuple[Tensor, ...]] = []
         with torch.no_grad():
-            def prep(w: Tensor) -> Tensor:
+            def prep(w: Tensor) -> Tensor | Int8Weight:
+                if dtype == torch.int8:
+                    return Int8Weight(w)
                 return w.detach().to("cpu", dtype).contiguous()
 
             for k in range(rnn.num_layers):
@@ -71,7 +100,9 @@ class StepGenerator:
                 self.table += b0[0]
                 if self.mode != "gru":  # the recurrent bias joins the input bias in the table
                     self.table += b0[1]
-            self.head_w = prep(model.head.weight)
+            # the output layer is small and its rows are few: keep it in bf16 when the rest is int8
+            self.head_w = model.head.weight.detach().to("cpu", torch.bfloat16) if dtype == torch.int8 \
+                else prep(model.head.weight)
             self.head_b = model.head.bias.detach().float().cpu()
 
     def _layer_step(self, k: int, x: Tensor | None, token: Tensor, h: Tensor, c: Tensor | None):

@@ -56,10 +56,11 @@ def test_evaluate_matches_the_definition_of_bits_per_character(trained):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn_relu"])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
-def test_step_generator_equals_the_full_model(cell, dtype, tol):
+@pytest.mark.parametrize("dtype,tol,hidden", [(torch.float32, 1e-5, 24), (torch.bfloat16, 3e-2, 24),
+                                              (torch.int8, 6e-2, 32), (torch.int8, 6e-2, 24)])
+def test_step_generator_equals_the_full_model(cell, dtype, tol, hidden):
     torch.manual_seed(0)
-    model = CharLM(ModelConfig(cell=cell, hidden=24, layers=3, vocab_size=11), Vocab("abcdefghijk")).eval()
+    model = CharLM(ModelConfig(cell=cell, hidden=hidden, layers=3, vocab_size=11), Vocab("abcdefghijk")).eval()
     ids = torch.randint(0, 11, (4, 9))
     with torch.no_grad():
         full, _ = model(ids)

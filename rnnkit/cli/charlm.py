@@ -58,6 +58,8 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int)
     s.add_argument("--num-samples", type=positive_int, default=1)
     s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+                   help="weights while stepping: auto (bf16 where fast), fp32, bf16, int8 (fastest)")
 
     e = sub.add_parser("eval", help="bits per character of a trained run on text")
     e.add_argument("run", help="run folder or checkpoint file")
@@ -112,7 +114,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     texts = sample_to_stdout(model, length=args.length, prime=args.prime,
                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                              greedy=args.greedy, stop=args.stop, seed=args.seed,
-                             num_samples=args.num_samples)
+                             num_samples=args.num_samples, precision=args.precision)
     print()
     for i, text in enumerate(texts[1:], start=2):
         print(f"--- sample {i} ---")

@@ -29,7 +29,7 @@ from ..data import (
 from ..errors import RnnkitError
 from ..init import init_recurrent
 from ..layers import GRU, LSTM, RNN
-from ..sampling import StepGenerator
+from ..sampling import SAMPLE_PRECISIONS, StepGenerator
 from ..trainer import (
     TrainConfig,
     Trainer,
@@ -131,11 +131,13 @@ class CharLM(nn.Module):
     def sample(self, length: int = 500, prime: str = "", temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
                stop: str | None = None, seed: int | None = None, num_samples: int = 1,
-               on_text: Callable[[str], None] | None = None) -> list[str]:
+               on_text: Callable[[str], None] | None = None, precision: str = "auto") -> list[str]:
         """Generate ``num_samples`` texts of up to ``length`` characters after ``prime``.
 
         ``on_text`` receives each new character of the first sample as it is made (streaming).
         The returned texts exclude the prime and end at (and include) ``stop`` if it appears.
+        ``precision`` is the weights' type while stepping: ``fp32``, ``bf16`` (``auto`` where the
+        CPU converts bf16 natively) or ``int8`` (weight-only, per-row scales: fastest at batch 1).
         """
         vocab = self._require_vocab()
         if length < 0 or num_samples < 1:
@@ -150,7 +152,9 @@ class CharLM(nn.Module):
         if missing:
             raise RnnkitError("--prime has characters not in the model's vocabulary: "
                               + ", ".join(repr(c) for c in missing))
-        gen = StepGenerator(self)
+        if precision not in ("auto", *SAMPLE_PRECISIONS):
+            raise RnnkitError(f"--precision must be auto, {', '.join(SAMPLE_PRECISIONS)}, not {precision!r}")
+        gen = StepGenerator(self, None if precision == "auto" else SAMPLE_PRECISIONS[precision])
         g = torch.Generator(device="cpu")
         g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, (1,)).item()))
         return gen.generate(vocab, prime, length, num_samples, g, temperature, top_k, top_p,
