@@ -34,10 +34,15 @@ def rnnkit_train_rate(cell: str, tokens, vocab: int, hidden: int, layers: int, b
     dev = torch.device(device)
     model = CharLM(ModelConfig(cell=cell, hidden=hidden, layers=layers, vocab_size=vocab)).to(dev)
     task = CharLMTask(model, tokens, tokens[:4096], batch, seq_len, dev)
-    config = TrainConfig(max_time=seconds, precision=precision, device=device, eval_every=10**9,
+    config = TrainConfig(max_steps=3, precision=precision, device=device, eval_every=10**9,
                          log_every=10**9, warmup_steps=1)
     with tempfile.TemporaryDirectory() as run:
-        return Trainer(task, config, run, progress=False).run().items_per_second
+        trainer = Trainer(task, config, run, progress=False)
+        warm = trainer.run()  # three warm-up steps, untimed, as for the plain script
+        config.max_steps, config.max_time = None, warm.train_time + seconds
+        timed = trainer.run()  # the same trainer carries on: its clock and counters continue
+    return (timed.items_per_second * timed.train_time - warm.items_per_second * warm.train_time) / (
+        timed.train_time - warm.train_time)
 
 
 def main() -> None:

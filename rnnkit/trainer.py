@@ -341,7 +341,10 @@ class Trainer:
                   "grad_norm": window["grad_norm"] / steps, "clipped_share": window["clipped"] / steps,
                   f"{self.task.unit}_per_s": rate}
         log.write(record)
-        shown = {k: v for k, v in last_eval.items() if k.startswith("val_b")}
+        # the headline validation metric: bits per character where there is one, else the first
+        shown = dict([next(((k, v) for k, v in last_eval.items() if k == "val_bpc"),
+                           next(((k, v) for k, v in last_eval.items() if k.startswith("val_")), ("", 0.0)))])
+        shown.pop("", None)
         bar.update(self.fraction_done(), {"loss": record["train_loss"], **shown, f"{self.task.unit}/s": rate})
 
     def _evaluate(self, log: MetricsLog, bar: Progress, fraction: float) -> dict[str, float]:
