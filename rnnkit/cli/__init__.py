@@ -14,7 +14,7 @@ import sys
 from ..errors import RnnkitError
 
 # command-group modules, in the order their commands appear in --help
-COMMAND_MODULES = ["charlm"]
+COMMAND_MODULES = ["charlm", "insight"]
 
 
 def positive_int(text: str) -> int:
