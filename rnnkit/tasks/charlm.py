@@ -364,6 +364,7 @@ def _run(out: Path, tokens: np.ndarray, vocab: Vocab, model_cfg: ModelConfig, da
         raise RnnkitError("validation split too short: give more text or a larger --val-fraction")
     model_cfg.vocab_size = len(vocab)
     model = CharLM(model_cfg, vocab).to(device)
+    torch.manual_seed(train_cfg.seed + distributed.rank())  # processes draw different dropout masks
     task = CharLMTask(model, train_tokens, val_tokens, data_cfg.batch_size, data_cfg.seq_len, device)
     meta = {"task": "charlm", "model": asdict(model_cfg), "data": asdict(data_cfg), "vocab": vocab.chars}
     trainer = Trainer(task, train_cfg, out, meta, progress)
