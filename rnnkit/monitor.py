@@ -110,6 +110,13 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, x: str = "step"
     axes[-1, 0].set_xlabel(x)
     if title:
         axes[0, 0].set_title(title)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> None:
+    """Lay out a matplotlib figure, write it as a PNG atomically, and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)

@@ -28,11 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..cells import gru_gates_step, lstm_gates_step, rnn_step
-from ..checkpoint import atomic_write, load_checkpoint
+from ..checkpoint import load_checkpoint
 from ..data import Vocab, read_corpus
 from ..errors import RnnkitError
 from ..init import SCHEMES, spectral_radius
 from ..layers import RecurrentLayer
+from ..monitor import save_figure
 from ..tasks.charlm import LAYERS, CharLM, ModelConfig
 from ..trainer import checkpoint_meta
 
@@ -317,9 +318,7 @@ def plot_gradflow(results: Sequence[GradFlow], path: str | Path, title: str = ""
     ax.set_title(title or f"Gradient flow through time (mean of {results[0].windows} text windows)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 __all__ = ["GradFlow", "Spec", "Unrolled", "build_untrained", "format_table", "gradflow",

@@ -32,6 +32,7 @@ from ..checkpoint import atomic_write, load_checkpoint
 from ..errors import RnnkitError
 from ..init import init_recurrent
 from ..layers import GRU, LSTM, RNN
+from ..monitor import save_figure
 from ..trainer import TrainConfig, Trainer, write_json
 
 PROBLEMS = ("adding", "copy")
@@ -324,9 +325,7 @@ def plot_sweep(results: Sequence[LongLagResult], path: str | Path) -> None:
     ax.set_title(f"{results[0].problem if results else ''} problem: test metric vs T")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 __all__ = ["LongLagModel", "LongLagResult", "LongLagTask", "adding_batch", "baseline", "copy_batch",
