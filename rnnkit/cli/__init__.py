@@ -14,7 +14,7 @@ import sys
 from ..errors import RnnkitError
 
 # command-group modules, in the order their commands appear in --help
-COMMAND_MODULES = ["charlm", "insight"]
+COMMAND_MODULES = ["charlm", "insight", "timeseries"]
 
 
 def _number(text: str, cast, ok, need: str):
