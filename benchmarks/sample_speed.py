@@ -69,7 +69,7 @@ def main() -> None:
     model = CharLM(ModelConfig(hidden=hidden, layers=layers, vocab_size=len(VOCAB)), VOCAB).eval()
     model.sample(20, seed=0)  # warm up
     naive = naive_rate(hidden, layers, length // 3)
-    gen = StepGenerator(model)
+    gen = StepGenerator(model, torch.bfloat16)
     weight_bytes = sum(w.numel() * w.element_size() for layer in gen.layers for w in layer if w.dim() == 2)
     weight_bytes += gen.head_w.numel() * gen.head_w.element_size()
     int8_gen = StepGenerator(model, torch.int8)
@@ -77,19 +77,16 @@ def main() -> None:
     int8_bytes += int8_gen.head_w.numel() * int8_gen.head_w.element_size()
     bandwidth = copy_bandwidth()
     rows = []
-    for batch in (1, 8, 64):
-        rate = rnnkit_rate(model, batch, length if batch == 1 else length // 4)
-        row = {"batch": batch, "rnnkit chars/s": rate, "naive nn.LSTM loop (batch 1)": naive,
-               "speed-up": rate / naive}
-        if batch == 1:
-            row["weights GB/s"] = weight_bytes * rate / 1e9
-            row["of copy bandwidth"] = weight_bytes * rate / bandwidth
-        rows.append(row)
-    rate = rnnkit_rate(model, 1, length, "int8")
-    rows.append({"batch": "1 (int8 weights)", "rnnkit chars/s": rate, "naive nn.LSTM loop (batch 1)": naive,
-                 "speed-up": rate / naive, "weights GB/s": int8_bytes * rate / 1e9,
-                 "of copy bandwidth": int8_bytes * rate / bandwidth})
-    print(f"# step weights {weight_bytes / 1e6:.1f} MB ({default_sample_dtype()}), "
+    for precision, nbytes in (("bf16", weight_bytes), ("int8", int8_bytes)):
+        rate = rnnkit_rate(model, 1, length, precision)
+        rows.append({"batch": f"1, {precision} weights", "rnnkit chars/s": rate,
+                     "naive nn.LSTM loop (batch 1)": naive, "speed-up": rate / naive,
+                     "weights GB/s": nbytes * rate / 1e9, "of copy bandwidth": nbytes * rate / bandwidth})
+    for batch in (8, 64):
+        rate = rnnkit_rate(model, batch, length // 4)
+        rows.append({"batch": f"{batch}, default ({default_sample_dtype()})", "rnnkit chars/s": rate,
+                     "naive nn.LSTM loop (batch 1)": naive, "speed-up": rate / naive})
+    print(f"# step weights {weight_bytes / 1e6:.1f} MB in bf16, {int8_bytes / 1e6:.1f} MB in int8; "
           f"copy bandwidth {bandwidth / 1e9:.1f} GB/s")
     print(table(rows, "sampling chars/s"))
 

@@ -136,8 +136,9 @@ class CharLM(nn.Module):
 
         ``on_text`` receives each new character of the first sample as it is made (streaming).
         The returned texts exclude the prime and end at (and include) ``stop`` if it appears.
-        ``precision`` is the weights' type while stepping: ``fp32``, ``bf16`` (``auto`` where the
-        CPU converts bf16 natively) or ``int8`` (weight-only, per-row scales: fastest at batch 1).
+        ``precision`` is the weights' type while stepping: ``fp32``, ``bf16`` or ``int8``
+        (weight-only, per-row scales: fastest at batch 1); ``auto`` is int8 on CPUs with AVX-512
+        BF16/VNNI, else fp32.
         """
         vocab = self._require_vocab()
         if length < 0 or num_samples < 1:
