@@ -84,7 +84,7 @@ def main() -> None:
                      "weights GB/s": nbytes * rate / 1e9, "of copy bandwidth": nbytes * rate / bandwidth})
     for batch in (8, 64):
         rate = rnnkit_rate(model, batch, length // 4)
-        rows.append({"batch": f"{batch}, default ({default_sample_dtype()})", "rnnkit chars/s": rate,
+        rows.append({"batch": f"{batch}, default ({default_sample_dtype(batch)})", "rnnkit chars/s": rate,
                      "naive nn.LSTM loop (batch 1)": naive, "speed-up": rate / naive})
     print(f"# step weights {weight_bytes / 1e6:.1f} MB in bf16, {int8_bytes / 1e6:.1f} MB in int8; "
           f"copy bandwidth {bandwidth / 1e9:.1f} GB/s")

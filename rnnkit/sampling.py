@@ -60,14 +60,16 @@ def matvec(w: Tensor | Int8Weight, x: Tensor, bias: Tensor | None = None) -> Ten
     return y if bias is None else y + bias
 
 
-def default_sample_dtype() -> torch.dtype:
-    """int8 weights where the CPU has the instructions for it (AVX-512 BF16/VNNI, as with AMX), else float32.
+def default_sample_dtype(batch: int = 1) -> torch.dtype:
+    """The step weights' type for ``batch`` samples at once, on CPUs with AVX-512 BF16/VNNI (else fp32).
 
-    Weight-only int8 with per-row scales left a character model's bits per character unchanged to
-    four digits (BENCHMARKS.md) and halves the bytes a batch-1 step reads against bf16.
+    Few samples: weight-only int8 with per-row scales, which left a character model's bits per
+    character unchanged to four digits (BENCHMARKS.md) and halves the bytes a step reads against
+    bf16. Many samples: bf16, whose matrix products (AMX) outrun the int8 kernel there.
     """
-    fast = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return torch.int8 if fast and hasattr(torch, "_weight_int8pack_mm") else torch.float32
+    if not getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return torch.float32
+    return torch.int8 if batch < 16 and hasattr(torch, "_weight_int8pack_mm") else torch.bfloat16
 
 
 SAMPLE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
@@ -76,12 +78,12 @@ SAMPLE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torc
 class StepGenerator:
     """Prepared weights of a :class:`~rnnkit.charlm.CharLM` for one-character-at-a-time stepping."""
 
-    def __init__(self, model: CharLM, dtype: torch.dtype | None = None) -> None:
+    def __init__(self, model: CharLM, dtype: torch.dtype | None = None, batch: int = 1) -> None:
         rnn = model.rnn
         if rnn.bidirectional:
             raise ValueError("a bidirectional model cannot generate text")
         self.model, self.mode, self.hidden = model, rnn.mode, rnn.hidden_size
-        dtype = dtype or default_sample_dtype()
+        dtype = dtype or default_sample_dtype(batch)
         self.layers: list[tuple[Tensor, ...]] = []
         with torch.no_grad():
             def prep(w: Tensor) -> Tensor | Int8Weight:

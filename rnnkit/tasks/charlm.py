@@ -137,8 +137,8 @@ class CharLM(nn.Module):
         ``on_text`` receives each new character of the first sample as it is made (streaming).
         The returned texts exclude the prime and end at (and include) ``stop`` if it appears.
         ``precision`` is the weights' type while stepping: ``fp32``, ``bf16`` or ``int8``
-        (weight-only, per-row scales: fastest at batch 1); ``auto`` is int8 on CPUs with AVX-512
-        BF16/VNNI, else fp32.
+        (weight-only, per-row scales: fastest at batch 1); ``auto`` is int8 for fewer than 16
+        samples and bf16 for more on CPUs with AVX-512 BF16/VNNI, else fp32.
         """
         vocab = self._require_vocab()
         if length < 0 or num_samples < 1:
@@ -155,7 +155,7 @@ class CharLM(nn.Module):
                               + ", ".join(repr(c) for c in missing))
         if precision not in ("auto", *SAMPLE_PRECISIONS):
             raise RnnkitError(f"--precision must be auto, {', '.join(SAMPLE_PRECISIONS)}, not {precision!r}")
-        gen = StepGenerator(self, None if precision == "auto" else SAMPLE_PRECISIONS[precision])
+        gen = StepGenerator(self, None if precision == "auto" else SAMPLE_PRECISIONS[precision], num_samples)
         g = torch.Generator(device="cpu")
         g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, (1,)).item()))
         return gen.generate(vocab, prime, length, num_samples, g, temperature, top_k, top_p,
