@@ -147,7 +147,7 @@ class Trainer:
     """
 
     def __init__(self, task: Task, config: TrainConfig, run_dir: str | Path,
-                 meta: dict[str, Any] | None = None, progress: bool | None = None) -> None:
+                 meta: dict[str, Any] | None = None, progress: bool | None = None, plot: bool = True) -> None:
         config.validate()
         self.task, self.config, self.meta = task, config, meta or {}
         self.model = task.model  # the plain module, also when training wraps it for data parallelism
@@ -164,6 +164,7 @@ class Trainer:
         self.clock = Stopwatch()
         self.items_seen = 0
         self.progress_enabled = progress
+        self.plot_enabled = plot  # off for inner training runs repeated many times (a detector per file)
         self._stop_requested = False
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0  # only the first process writes logs and checkpoints
@@ -375,6 +376,8 @@ class Trainer:
 
     def plot(self) -> None:
         """``loss.png``: train and validation loss, and below it the pre-clip gradient norm per step."""
+        if not self.plot_enabled:
+            return
         records = read_metrics(self.run_dir / "metrics.jsonl")
         if any("val_loss" in r or "train_loss" in r for r in records):
             plot_curves(records, self.run_dir / "loss.png", title=self.run_dir.name,

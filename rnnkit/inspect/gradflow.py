@@ -34,7 +34,7 @@ from ..errors import RnnkitError
 from ..init import SCHEMES, spectral_radius
 from ..layers import RecurrentLayer
 from ..monitor import save_figure
-from ..tasks.charlm import LAYERS, CharLM, ModelConfig
+from ..tasks.charlm import LAYERS, CharLM, ModelConfig, checkpoint_path
 from ..trainer import checkpoint_meta
 
 HORIZON_RATIO = 1e-3  # the horizon is where the norm falls below this share of its value at t = T
@@ -231,12 +231,7 @@ def build_untrained(spec: Spec, vocab_size: int, hidden: int, layers: int, seed:
 
 def load_run(run: str | Path, which: str = "best") -> tuple[CharLM, dict[str, Any]]:
     """A trained character model and its checkpoint meta (model, data and vocabulary description)."""
-    path = Path(run)
-    if path.is_dir():
-        path = path / f"{which}.pt" if (path / f"{which}.pt").exists() else path / "last.pt"
-    if not path.exists():
-        raise RnnkitError(f"no checkpoint found at {run} (expected a run folder or a .pt file)")
-    state = load_checkpoint(path)
+    state = load_checkpoint(checkpoint_path(run, which))
     return CharLM.from_checkpoint(state), checkpoint_meta(state)
 
 

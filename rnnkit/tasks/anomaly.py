@@ -24,13 +24,11 @@ a time and returns its score, the same number :meth:`Detector.score` gives for i
 
 from __future__ import annotations
 
-import io
 import math
 import shutil
 import tempfile
 import weakref
 from collections import deque
-from contextlib import nullcontext, redirect_stderr
 from pathlib import Path
 from typing import Any
 
@@ -153,14 +151,6 @@ def telemanom_z(errors: np.ndarray) -> float:
     return best_z
 
 
-class _InnerTrainer(Trainer):
-    """The shared trainer without the loss plot: a detector's training is an inner step, often repeated per
-    file (NAB: 58 times), and redrawing the plot at every evaluation costs more than the training itself."""
-
-    def plot(self) -> None:
-        pass
-
-
 class Detector:
     """A recurrent anomaly detector with sklearn's fit/score shape and a streaming :meth:`update`.
 
@@ -260,10 +250,9 @@ class Detector:
             run_dir = Path(tempfile.mkdtemp(prefix="rnnkit-detect-"))
             weakref.finalize(self, shutil.rmtree, str(run_dir), True)
             self.run_dir = run_dir
-            # training is an inner step here: its evaluation lines are silenced unless progress=True
-            quiet = redirect_stderr(io.StringIO()) if not self.progress else nullcontext()
-            with quiet:
-                self.result = _InnerTrainer(task, self.train_config, run_dir, {"task": "detect"}, self.progress).run()
+            # training is an inner step here: silent unless progress=True, and without a loss plot
+            self.result = Trainer(task, self.train_config, run_dir, {"task": "detect"},
+                                  progress=bool(self.progress), plot=False).run()
             self.net = net.eval()
         self.reset()
         return self

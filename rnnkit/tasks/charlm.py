@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ from ..trainer import (
     TrainResult,
     autocast,
     checkpoint_meta,
+    load_trainer_config,
     resolve_device,
     resolve_precision,
     write_json,
@@ -107,12 +107,7 @@ class CharLM(nn.Module):
     @classmethod
     def load(cls, run: str | Path, which: str = "best", device: str = "auto") -> CharLM:
         """Load a run folder's ``best`` (or ``last``) checkpoint, or a checkpoint file itself."""
-        path = Path(run)
-        if path.is_dir():
-            path = path / f"{which}.pt" if (path / f"{which}.pt").exists() else path / "last.pt"
-        if not path.exists():
-            raise RnnkitError(f"no checkpoint found at {run} (expected a run folder or a .pt file)")
-        return cls.from_checkpoint(load_checkpoint(path)).to(resolve_device(device))
+        return cls.from_checkpoint(load_checkpoint(checkpoint_path(run, which))).to(resolve_device(device))
 
     # --- using a trained model -----------------------------------------------------------
     def _require_vocab(self) -> Vocab:
@@ -160,6 +155,16 @@ class CharLM(nn.Module):
         g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, (1,)).item()))
         return gen.generate(vocab, prime, length, num_samples, g, temperature, top_k, top_p,
                             greedy, stop, on_text)
+
+
+def checkpoint_path(run: str | Path, which: str = "best") -> Path:
+    """The checkpoint a run folder (``which``, else ``last``) or a checkpoint file names."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / f"{which}.pt" if (path / f"{which}.pt").exists() else path / "last.pt"
+    if not path.exists():
+        raise RnnkitError(f"no checkpoint found at {run} (expected a run folder or a .pt file)")
+    return path
 
 
 def stream_loss(model: CharLM, tokens: np.ndarray, streams: int, chunk: int,
@@ -319,7 +324,7 @@ def _resume(run: Path, corpus, progress, options) -> tuple[CharLM, TrainResult]:
     meta = checkpoint_meta(state)
     model_cfg = ModelConfig(**meta["model"])
     data_cfg = DataConfig(**meta["data"])
-    train_cfg = TrainConfig(**json.loads(state["trainer"]["config"]))
+    train_cfg = load_trainer_config(state)
     saved = {**asdict(model_cfg), **asdict(data_cfg), **asdict(train_cfg)}
     if corpus and list(corpus) != data_cfg.corpus:
         raise RnnkitError(f"--resume: the run was trained on {data_cfg.corpus or 'the default corpus'}; "
