@@ -343,9 +343,8 @@ class Trainer:
                   f"{self.task.unit}_per_s": rate}
         log.write(record)
         # the headline validation metric: bits per character where there is one, else the first
-        shown = dict([next(((k, v) for k, v in last_eval.items() if k == "val_bpc"),
-                           next(((k, v) for k, v in last_eval.items() if k.startswith("val_")), ("", 0.0)))])
-        shown.pop("", None)
+        headline = "val_bpc" if "val_bpc" in last_eval else next((k for k in last_eval if k.startswith("val_")), None)
+        shown = {headline: last_eval[headline]} if headline else {}
         bar.update(self.fraction_done(), {"loss": record["train_loss"], **shown, f"{self.task.unit}/s": rate})
 
     def _evaluate(self, log: MetricsLog, bar: Progress, fraction: float) -> dict[str, float]:

@@ -33,7 +33,6 @@ from ..trainer import (
     TrainConfig,
     Trainer,
     TrainResult,
-    autocast,
     checkpoint_meta,
     load_trainer_config,
     resolve_device,
@@ -398,4 +397,4 @@ def sample_to_stdout(model: CharLM, **kwargs: Any) -> list[str]:
     return model.sample(on_text=write, **kwargs)
 
 
-__all__ = ["CharLM", "CharLMTask", "ModelConfig", "DataConfig", "train", "autocast"]
+__all__ = ["CharLM", "CharLMTask", "ModelConfig", "DataConfig", "train", "recommended", "sample_to_stdout"]
