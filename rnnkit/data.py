@@ -48,22 +48,29 @@ def resolve_corpus(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 CHUNK_BYTES = 1 << 24  # files are read and tokenised 16 MiB at a time, whatever their size
 _UTF8 = ("utf8", "utf8sig")
+# encodings in which a byte below 0x80 is that ASCII character, so pure-ASCII chunks need no decoding
+_ASCII_COMPATIBLE = (*_UTF8, "ascii", "usascii", "latin1", "iso88591", "cp1252")
+_ASCII = bytes(range(128))
+_CONTINUATION = bytes(range(0x80, 0xC0))  # the bytes after the first of a multi-byte UTF-8 character
 
 
 def _norm(encoding: str) -> str:
     return encoding.lower().replace("-", "").replace("_", "")
 
 
-def iter_file_text(path: Path, encoding: str = "utf-8") -> Iterator[str]:
-    """Decoded text of one file in chunks; refuses empty, binary and undecodable files.
+def _iter_file_chunks(path: Path, encoding: str = "utf-8", utf8_bytes: bool = False) -> Iterator[str | bytes]:
+    """One file's text in chunks; refuses empty, binary and undecodable files, naming the byte offset.
 
-    A UTF-8 byte-order mark is dropped. Errors name the byte offset in the file.
+    A UTF-8 byte-order mark is dropped. With ``utf8_bytes``, chunks that are valid UTF-8 as
+    read (UTF-8 files, and pure-ASCII chunks of ASCII-compatible encodings) come as ``bytes``
+    cut at character boundaries, sparing the tokeniser the decoding; others as ``str``.
     """
     try:
         fh = path.open("rb")
     except OSError as e:
         raise RnnkitError(f"cannot read {path}: {e.strerror}") from None
-    utf8 = _norm(encoding) in _UTF8
+    norm = _norm(encoding)
+    utf8, ascii_compatible = norm in _UTF8, norm in _ASCII_COMPATIBLE
     try:
         decoder = codecs.getincrementaldecoder("utf-8" if utf8 else encoding)("strict")
     except LookupError:
@@ -76,15 +83,24 @@ def iter_file_text(path: Path, encoding: str = "utf-8") -> Iterator[str]:
                 if utf8 and chunk.startswith(b"\xef\xbb\xbf"):  # a byte-order mark is not text
                     chunk, start = chunk[3:], 3
                 nul = chunk.find(b"\x00", 0, 1 << 20)
-                if nul >= 0 and (utf8 or _norm(encoding) in ("ascii", "latin1", "iso88591", "cp1252")):
+                if nul >= 0 and ascii_compatible:
                     raise RnnkitError(f"{path} looks binary (NUL byte at offset {nul + start}); give a text file")
             offset += len(chunk) + (start if offset == 0 else 0)
-            pending = len(decoder.getstate()[0])
+            pending = decoder.getstate()[0]
+            if utf8_bytes and ascii_compatible and not pending and chunk.isascii():
+                yield chunk
+                continue
             try:
-                yield decoder.decode(chunk)
+                text = decoder.decode(chunk)
             except UnicodeDecodeError as e:
-                raise RnnkitError(f"{path} is not valid {e.encoding} at byte offset {start - pending + e.start}: "
-                                  "give its encoding with --encoding (e.g. latin-1)") from None
+                raise RnnkitError(f"{path} is not valid {e.encoding} at byte offset "
+                                  f"{start - len(pending) + e.start}: give its encoding with --encoding "
+                                  "(e.g. latin-1)") from None
+            if utf8_bytes and utf8:  # validated; the bytes of a character cut by the chunk's end wait
+                chunk = pending + chunk
+                yield chunk[: len(chunk) - len(decoder.getstate()[0])]
+            else:
+                yield text
         if offset == 0:
             raise RnnkitError(f"{path} is empty")
         try:
@@ -93,23 +109,29 @@ def iter_file_text(path: Path, encoding: str = "utf-8") -> Iterator[str]:
             raise RnnkitError(f"{path} is not valid {encoding}: it ends inside a character") from None
 
 
+def iter_file_text(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+    """Decoded text of one file in chunks (see :func:`_iter_file_chunks` for what is refused)."""
+    yield from _iter_file_chunks(path, encoding)  # type: ignore[misc]
+
+
 def read_text(path: Path, encoding: str = "utf-8") -> str:
     """A whole text file as a string (see :func:`iter_file_text` for what is refused)."""
     return "".join(iter_file_text(Path(path), encoding))
 
 
-def iter_corpus_text(files: Sequence[Path], encoding: str = "utf-8") -> Iterator[str]:
-    """The text of all files in chunks, one newline between files."""
+def iter_corpus_text(files: Sequence[Path], encoding: str = "utf-8",
+                     utf8_bytes: bool = False) -> Iterator[str | bytes]:
+    """The text of all files in chunks, one newline between files; ``utf8_bytes`` as in :func:`_iter_file_chunks`."""
     for i, f in enumerate(files):
         if i:
             yield "\n"
-        yield from iter_file_text(f, encoding)
+        yield from _iter_file_chunks(f, encoding, utf8_bytes)
 
 
 def read_corpus(paths: Sequence[str | os.PathLike] | None, encoding: str = "utf-8") -> str:
     """All files of a corpus as one string (files joined by a newline); the default corpus if none."""
     files = default_corpus_files() if not paths else resolve_corpus(paths)
-    return "".join(iter_corpus_text(files, encoding))
+    return "".join(iter_corpus_text(files, encoding))  # type: ignore[arg-type]
 
 
 def _code_points(text: str) -> np.ndarray:
@@ -132,6 +154,12 @@ class Vocab:
         # code point -> id, -1 where absent; the last slot stands for every larger code point
         self._lut = np.full(int(codes.max(initial=0)) + 2, -1, dtype=np.int32)
         self._lut[codes] = np.arange(len(codes), dtype=np.int32)
+        # UTF-8 bytes are encoded with bytes.translate (see _encode_utf8); ids sort by code
+        # point, so ASCII characters have ids below 128 and 255 is free as a placeholder
+        ascii_ids = np.full(128, -1, dtype=np.int32)
+        ascii_ids[: min(128, len(self._lut) - 1)] = self._lut[: min(128, len(self._lut) - 1)]
+        self._utf8_known = bytes(np.flatnonzero(ascii_ids >= 0).astype(np.uint8)) + bytes(range(128, 256))
+        self._utf8_table = bytes(np.maximum(ascii_ids, 0).astype(np.uint8)) + bytes([255]) * 128
 
     @classmethod
     def from_counts(cls, counts: dict[str, int], max_size: int | None = None) -> Vocab:
@@ -156,9 +184,38 @@ class Vocab:
     def unknown_chars(self, text: str) -> list[str]:
         return sorted(set(text) - set(self.index))
 
-    def encode(self, text: str, strict: bool = True) -> np.ndarray:
-        """Ids of ``text`` as a compact array; unknown characters raise (strict) or map to UNKNOWN."""
-        codes = _code_points(text)
+    def encode(self, text: str | bytes, strict: bool = True) -> np.ndarray:
+        """Ids of ``text`` (a string, or valid UTF-8 bytes) as a compact array.
+
+        Unknown characters raise (``strict``) or map to :data:`UNKNOWN`.
+        """
+        if isinstance(text, str) and text.isascii():
+            text = text.encode("ascii")
+        if isinstance(text, bytes):
+            ids = self._encode_utf8(text, strict)
+            if ids is not None:
+                return ids
+            text = text.decode("utf-8")
+        return self._encode_code_points(_code_points(text), strict)
+
+    def _encode_utf8(self, raw: bytes, strict: bool) -> np.ndarray | None:
+        """Ids of UTF-8 bytes by ``bytes.translate``, or None when an ASCII character is unknown.
+
+        ASCII bytes map through a table; each multi-byte character keeps only its first byte,
+        as the placeholder 255, and the characters themselves, few in most text, are looked up
+        apart and put in the placeholders' places.
+        """
+        if raw.translate(None, self._utf8_known):
+            return None
+        ids = np.frombuffer(bytearray(raw.translate(self._utf8_table, _CONTINUATION)), dtype=np.uint8)
+        rest = raw.translate(None, _ASCII)
+        if not rest:
+            return ids.astype(self.dtype, copy=False)
+        wide = ids.astype(self.dtype)
+        wide[ids == 255] = self._encode_code_points(_code_points(rest.decode("utf-8")), strict)
+        return wide
+
+    def _encode_code_points(self, codes: np.ndarray, strict: bool) -> np.ndarray:
         top = len(self._lut) - 1  # code points past the table all land on its last slot (-1)
         ids = self._lut[codes if top >= np.iinfo(codes.dtype).max else np.minimum(codes, codes.dtype.type(top))]
         missing = ids < 0
@@ -175,17 +232,25 @@ class Vocab:
         return "".join(self.chars[i] for i in ids)
 
 
-def count_chars(chunks: Iterable[str]) -> dict[str, int]:
-    """How often each character occurs in a stream of text chunks."""
+def count_chars(chunks: Iterable[str | bytes]) -> dict[str, int]:
+    """How often each character occurs in a stream of text chunks (strings, or valid UTF-8 bytes)."""
     total = np.zeros(0, dtype=np.int64)
     for chunk in chunks:
-        counts = np.bincount(_code_points(chunk))
-        if len(counts) > len(total):
-            counts[: len(total)] += total
-            total = counts
-        else:
-            total[: len(counts)] += counts
+        if not chunk:
+            continue
+        if isinstance(chunk, bytes):  # ASCII counted as bytes; the rest, few in most text, decoded
+            ascii_counts = torch.bincount(torch.frombuffer(bytearray(chunk), dtype=torch.uint8), minlength=128)
+            total = _add_counts(total, ascii_counts[:128].numpy())
+            chunk = chunk.translate(None, _ASCII).decode("utf-8")
+        total = _add_counts(total, np.bincount(_code_points(chunk)))
     return {chr(c): int(total[c]) for c in np.flatnonzero(total)}
+
+
+def _add_counts(total: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    if len(counts) > len(total):
+        total, counts = counts.astype(np.int64), total
+    total[: len(counts)] += counts
+    return total
 
 
 def tokenize_to_file(files: Sequence[Path], path: str | os.PathLike, encoding: str = "utf-8",
@@ -198,11 +263,11 @@ def tokenize_to_file(files: Sequence[Path], path: str | os.PathLike, encoding: s
     from .checkpoint import atomic_write
 
     if vocab is None:
-        vocab = Vocab.from_counts(count_chars(iter_corpus_text(files, encoding)), max_vocab)
+        vocab = Vocab.from_counts(count_chars(iter_corpus_text(files, encoding, utf8_bytes=True)), max_vocab)
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as out:
-            for chunk in iter_corpus_text(files, encoding):
+            for chunk in iter_corpus_text(files, encoding, utf8_bytes=True):
                 out.write(vocab.encode(chunk, strict=False).tobytes())
 
     atomic_write(path, write)

@@ -365,3 +365,47 @@ def test_encode_ascii_text_with_a_wide_vocabulary():
     v = V.from_text("abc\u201c\u201d")  # curly quotes make code points past 255
     assert v.decode(v.encode("cab")) == "cab"
     assert v.decode(v.encode("a\u201cb\u201d")) == "a\u201cb\u201d"
+
+
+# ---------------------------------------------------------------------------- tokenize_to_file
+
+MIXED = "plain ASCII line\ncaf\u00e9 na\u00efve \u4e2d\u6587 \U0001f600 end\n" * 7
+
+
+@pytest.mark.parametrize("chunk_bytes", [3, 4, 5, 7, 64, 1 << 24])  # 3+: the BOM in one chunk
+def test_tokenize_to_file_matches_the_decoded_text(tmp_path, monkeypatch, chunk_bytes):
+    """Multi-byte characters cut by chunk ends, a BOM, ASCII-only and mixed files, a latin-1 one."""
+    monkeypatch.setattr(data, "CHUNK_BYTES", chunk_bytes)
+    (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbf" + MIXED.encode("utf-8"))
+    (tmp_path / "b.txt").write_bytes(b"only ascii here\n" * 5)
+    (tmp_path / "c.txt").write_bytes(MIXED[:40].encode("utf-8"))
+    files = sorted(tmp_path.glob("*.txt"))
+    text = "\n".join(read_text(f) for f in files)
+    vocab, tokens = data.tokenize_to_file(files, tmp_path / "tokens.bin")
+    assert vocab.chars == sorted(set(text))
+    assert vocab.decode(tokens) == text
+    counts = data.count_chars(data.iter_corpus_text(files, utf8_bytes=True))
+    assert counts == {c: text.count(c) for c in set(text)}
+
+
+def test_tokenize_to_file_latin1(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_BYTES", 5)
+    text = "caf\u00e9 ascii only then \u00e0 la fin\n" * 3
+    (tmp_path / "l.txt").write_bytes(text.encode("latin-1"))
+    vocab, tokens = data.tokenize_to_file([tmp_path / "l.txt"], tmp_path / "t.bin", encoding="latin-1")
+    assert vocab.decode(tokens) == text
+
+
+def test_encode_bytes_and_str_agree_with_unknowns(tmp_path):
+    v = Vocab.from_counts(data.count_chars([MIXED]), max_size=8)
+    assert data.UNKNOWN in v.chars
+    from_str = v.encode(MIXED, strict=False)
+    from_bytes = v.encode(MIXED.encode("utf-8"), strict=False)
+    assert np.array_equal(from_str, from_bytes)
+    expected = "".join(c if c in v.index else data.UNKNOWN for c in MIXED)
+    assert v.decode(from_bytes) == expected
+    wide = Vocab(set(MIXED) | {data.UNKNOWN} | {chr(0x3000 + i) for i in range(300)})  # ids past 255
+    assert wide.dtype == np.uint16
+    assert wide.decode(wide.encode(MIXED.encode("utf-8"))) == MIXED
+    with pytest.raises(RnnkitError, match="not in the model's vocabulary"):
+        Vocab.from_text("plain").encode("plain \u00e9".encode("utf-8"))
