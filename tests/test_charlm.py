@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import rnnkit
 from rnnkit.data import Vocab
 from rnnkit.errors import RnnkitError
-from rnnkit.sampling import StepGenerator, pick
+from rnnkit.sampling import Picker, StepGenerator
 from rnnkit.tasks.charlm import CharLM, ModelConfig
 
 TINY = dict(hidden=32, layers=1, batch_size=8, seq_len=32, precision="fp32")
@@ -92,10 +92,23 @@ def test_sampling_options(trained):
 def test_top_p_keeps_the_smallest_set_reaching_p():
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     g = torch.Generator().manual_seed(0)
-    seen = {int(pick(probs.log(), g, top_p=0.7)) for _ in range(300)}
+    choose = Picker(g, top_p=0.7)
+    seen = {int(choose(probs.log())) for _ in range(300)}
     assert seen == {0, 1}  # 0.5 < 0.7 <= 0.5 + 0.3
-    seen = {int(pick(probs.log(), g, top_p=0.5)) for _ in range(100)}
+    choose = Picker(g, top_p=0.5)
+    seen = {int(choose(probs.log())) for _ in range(100)}
     assert seen == {0}
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_picker_draws_from_the_softmax(temperature):
+    """Gumbel-max sampling: frequencies match softmax(logits / T) (3 samples x 6000 draws)."""
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -3.0]]).repeat(3, 1)
+    choose = Picker(torch.Generator().manual_seed(1), temperature)
+    draws = torch.cat([choose(logits) for _ in range(6000)])
+    freq = torch.bincount(draws, minlength=5).double() / len(draws)
+    expected = torch.softmax(logits[0].double() / temperature, 0)
+    assert torch.allclose(freq, expected, atol=0.01), (freq, expected)
 
 
 def test_resume_refuses_conflicting_options(trained):
