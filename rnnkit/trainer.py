@@ -22,7 +22,8 @@ import math
 import signal
 import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,6 +61,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05       # cosine decay ends at lr * min_lr_ratio
     grad_clip: float | None = 1.0    # clip the global gradient norm to this
     grad_clip_value: float | None = None  # clip each gradient element to ±this
+    ema: float | None = None         # evaluate and keep a moving average of the weights with this decay
     max_time: float | None = None    # seconds of training (evaluation and saving not counted)
     max_steps: int | None = None
     epochs: float | None = None
@@ -73,6 +75,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.max_time is None and self.max_steps is None and self.epochs is None:
             raise RnnkitError("give a budget: --max-time, --max-steps or --epochs")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise RnnkitError(f"--ema must be in (0, 1), got {self.ema}")
         for name in ("lr", "max_time", "max_steps", "epochs", "eval_every", "grad_clip",
                      "grad_clip_value", "log_every", "max_bad_steps"):
             v = getattr(self, name)
@@ -156,6 +160,9 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         self.optimizer = torch.optim.AdamW(task.model.parameters(), lr=config.lr,
                                            weight_decay=config.weight_decay, betas=(0.9, 0.99))
+        # the weights' exponential moving average (Polyak averaging): less noisy than the last
+        # step's weights, it is what evaluation sees and what checkpoints ship as "model"
+        self.ema = [p.detach().float().clone() for p in task.model.parameters()] if config.ema else None
         self.step = 0
         self.bad_steps = 0
         self.skipped_steps = 0
@@ -202,8 +209,13 @@ class Trainer:
         A collective: with torchrun every process must call it.
         """
         ranks = distributed.gather({"task": self.task.state_dict(), "rng": rng_state(self.device)})
+        weights = {"model": self.model.state_dict()}
+        if self.ema is not None:  # "model" holds the weights to use; training goes on from the raw ones
+            names = [n for n, _ in self.model.named_parameters()]
+            weights = {"model": {**weights["model"], **dict(zip(names, self.ema, strict=True))},
+                       "training_model": weights["model"]}
         return {
-            "model": self.model.state_dict(),
+            **weights,
             "optimizer": self.optimizer.state_dict(),
             "task": ranks[0]["task"] if self.world == 1 else {"ranks": [r["task"] for r in ranks]},
             "trainer": {"step": self.step, "elapsed": self.clock.elapsed, "best_val": self.best_val,
@@ -225,7 +237,10 @@ class Trainer:
         if t.get("world_size", 1) != self.world:
             raise RnnkitError(f"{path} was saved by {t.get('world_size', 1)} processes; resume it with "
                               f"the same number (now {self.world})")
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state.get("training_model", state["model"]))
+        if self.ema is not None:
+            names = [n for n, _ in self.model.named_parameters()]
+            self.ema = [state["model"][n].detach().float().clone() for n in names]
         self.optimizer.load_state_dict(state["optimizer"])
         task_state, rng = state["task"], t["rng"]
         if self.world > 1:
@@ -292,6 +307,11 @@ class Trainer:
                     continue
                 self.bad_steps = 0
                 self.optimizer.step()
+                if self.ema is not None:
+                    with torch.no_grad():  # a short average early on, as the weights move fast
+                        decay = min(c.ema, (1 + self.step) / (10 + self.step))
+                        torch._foreach_lerp_(self.ema, [p.detach().float() for p in self.model.parameters()],
+                                             1 - decay)
                 self.items_seen += items * self.world
                 window["loss"] += loss_value * items
                 window["items"] += items * self.world
@@ -354,7 +374,7 @@ class Trainer:
         if self.is_main:
             training_model, self.task.model = self.task.model, self.model
             self.model.eval()
-            with torch.inference_mode(), autocast(self.device, self.precision):
+            with self.averaged_weights(), torch.inference_mode(), autocast(self.device, self.precision):
                 metrics = self.task.evaluate()
             self.model.train()
             self.task.model = training_model
@@ -372,6 +392,22 @@ class Trainer:
             self.plot()
         self.clock.start()
         return metrics
+
+    @contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """The moving average of the weights in the model for the duration (nothing without ``ema``)."""
+        if self.ema is None:
+            yield
+            return
+        params = list(self.model.parameters())
+        with torch.no_grad():
+            raw = [p.detach().clone() for p in params]
+            torch._foreach_copy_(params, self.ema)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(params, raw)
 
     def plot(self) -> None:
         """``loss.png``: train and validation loss, and below it the pre-clip gradient norm per step."""

@@ -93,3 +93,56 @@ def test_epoch_budget_counts_batches(tmp_path):
     assert result.steps == 2 * t.task.batches_per_epoch()
     assert math.isfinite(result.last_eval["val_loss"])
     assert np.isfinite(result.items_per_second)
+
+
+def test_ema_is_the_average_of_the_weights_and_what_is_evaluated_and_shipped(tmp_path):
+    decay, steps = 0.9, 30
+    t = make_trainer(tmp_path, max_steps=steps, ema=decay, eval_every=steps, lr=1e-2)
+    params = list(t.model.parameters())
+    expected = [p.detach().clone() for p in params]
+    seen = [0]
+    step = t.optimizer.step
+
+    def track(*args, **kwargs):  # the same average, computed by hand after every update
+        out = step(*args, **kwargs)
+        seen[0] += 1
+        d = min(decay, (1 + seen[0]) / (10 + seen[0]))
+        for e, p in zip(expected, params, strict=True):
+            e.mul_(d).add_(p.detach(), alpha=1 - d)
+        return out
+
+    t.optimizer.step = track
+    result = t.run()
+    names = [n for n, _ in t.model.named_parameters()]
+    saved = torch.load(t.run_dir / "last.pt", weights_only=True)
+    for n, e in zip(names, expected, strict=True):
+        torch.testing.assert_close(saved["model"][n], e)                 # shipped: the average
+        torch.testing.assert_close(saved["training_model"][n], dict(t.model.named_parameters())[n].detach())
+    assert not torch.equal(saved["model"][names[0]], saved["training_model"][names[0]])
+    with t.averaged_weights():  # evaluation sees the average
+        assert t.task.evaluate()["val_loss"] == pytest.approx(result.last_eval["val_loss"])
+    with pytest.raises(RnnkitError, match="--ema"):
+        make_trainer(tmp_path, max_steps=1, ema=1.0)
+
+
+def test_ema_run_resumes_exactly(tmp_path):
+    whole = make_trainer(tmp_path / "a", max_steps=40, ema=0.95, eval_every=20)
+    whole.run()
+    part = make_trainer(tmp_path / "b", max_steps=40, ema=0.95, eval_every=20)
+    step = part.optimizer.step
+
+    def stop_at_25(*args, **kwargs):  # as Ctrl-C would, between evaluations
+        out = step(*args, **kwargs)
+        part._stop_requested = part.step >= 25
+        return out
+
+    part.optimizer.step = stop_at_25
+    assert part.run().stop_reason == "interrupted"
+    rest = make_trainer(tmp_path / "b", max_steps=40, ema=0.95, eval_every=20)
+    rest.resume(tmp_path / "b" / "run" / "last.pt")
+    rest.run()
+    a = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=True)
+    for key in ("model", "training_model"):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)

@@ -36,6 +36,8 @@ def register(sub) -> None:
     g.add_argument("--warmup-steps", type=int, help="linear warmup steps (default 50)")
     g.add_argument("--grad-clip", type=positive_float, help="clip the gradient norm to this (default 1)")
     g.add_argument("--grad-clip-value", type=positive_float, help="clip each gradient element to ±this")
+    g.add_argument("--ema", type=fraction, help="evaluate and keep a moving average of the weights with "
+                   "this decay per step (e.g. 0.998)")
     g = t.add_argument_group("budget and running")
     g.add_argument("--max-time", type=positive_float, help="seconds of training (default 120 if no budget given)")
     g.add_argument("--max-steps", type=positive_int, help="optimizer steps")
@@ -74,7 +76,7 @@ def register(sub) -> None:
 
 TRAIN_OPTIONS = ["cell", "hidden", "layers", "dropout", "init", "seq_len", "batch_size", "val_fraction",
                  "encoding", "max_vocab", "lr", "weight_decay", "warmup_steps", "grad_clip",
-                 "grad_clip_value", "max_time", "max_steps", "epochs", "eval_every", "seed",
+                 "grad_clip_value", "ema", "max_time", "max_steps", "epochs", "eval_every", "seed",
                  "precision", "device"]
 
 
