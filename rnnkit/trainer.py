@@ -61,7 +61,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.05       # cosine decay ends at lr * min_lr_ratio
     grad_clip: float | None = 1.0    # clip the global gradient norm to this
     grad_clip_value: float | None = None  # clip each gradient element to ±this
-    ema: float | None = None         # evaluate and keep a moving average of the weights with this decay
+    ema: float | None = None         # keep a moving average of the weights with this decay: evaluated,
+                                     # shipped as the checkpoints' "model", and left in the model after run()
     max_time: float | None = None    # seconds of training (evaluation and saving not counted)
     max_steps: int | None = None
     epochs: float | None = None
@@ -344,6 +345,9 @@ class Trainer:
                 signal.signal(signal.SIGINT, old_handler)
         if self.is_main:
             self.plot()
+        if self.ema is not None:  # leave the model as the checkpoints ship it
+            with torch.no_grad():
+                torch._foreach_copy_(list(self.model.parameters()), self.ema)
         elapsed = self.clock.elapsed
         steps_run = max(1, self.step - first_step)
         return TrainResult(self.step, elapsed, self.items_seen / max(elapsed, 1e-9), stop_reason,
