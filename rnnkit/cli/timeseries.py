@@ -62,6 +62,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=positive_int, help="default 32")
     g.add_argument("--lr", type=positive_float, help="peak learning rate (default 2e-3)")
     g.add_argument("--weight-decay", type=float)
+    g.add_argument("--ema", type=fraction, help="keep and use a moving average of the weights with this decay")
     g.add_argument("--max-time", type=positive_float, help="seconds of training (default 60 s / 3000 steps)")
     g.add_argument("--max-steps", type=positive_int, help="optimizer steps")
     g.add_argument("--epochs", type=positive_float, help="passes over the training windows")
@@ -130,7 +131,7 @@ def register(sub) -> None:
 
 MODEL_KEYS = ["input_len", "mode", "cell", "hidden", "layers", "dropout", "likelihood", "interval", "log",
               "calendar", "val_size", "batch_size"]
-TRAIN_KEYS = ["lr", "weight_decay", "max_time", "max_steps", "epochs", "seed"]
+TRAIN_KEYS = ["lr", "weight_decay", "ema", "max_time", "max_steps", "epochs", "seed"]
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, Any], str]:
