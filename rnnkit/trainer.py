@@ -159,7 +159,10 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = next(task.model.parameters()).device
         self.precision = resolve_precision(config.precision, self.device)
-        self.optimizer = torch.optim.AdamW(task.model.parameters(), lr=config.lr,
+        # foreach: one multi-tensor kernel per update operation instead of a loop over the
+        # parameters (torch's default on GPUs only); an update of a 2x512 LSTM measured 12-20 ms
+        # rather than 19-25 ms on one CPU thread
+        self.optimizer = torch.optim.AdamW(task.model.parameters(), lr=config.lr, foreach=True,
                                            weight_decay=config.weight_decay, betas=(0.9, 0.99))
         # the weights' exponential moving average (Polyak averaging): less noisy than the last
         # step's weights, it is what evaluation sees and what checkpoints ship as "model"
