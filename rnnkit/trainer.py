@@ -159,10 +159,10 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = next(task.model.parameters()).device
         self.precision = resolve_precision(config.precision, self.device)
-        # foreach: one multi-tensor kernel per update operation instead of a loop over the
-        # parameters (torch's default on GPUs only); an update of a 2x512 LSTM measured 12-20 ms
-        # rather than 19-25 ms on one CPU thread
-        self.optimizer = torch.optim.AdamW(task.model.parameters(), lr=config.lr, foreach=True,
+        # fused: the whole update in one kernel per parameter group instead of several passes
+        # over the weights; on CPU an update of a 2x512 LSTM took 1.4 ms against 10.6 ms for
+        # foreach and 13 ms for torch's default loop (2 threads)
+        self.optimizer = torch.optim.AdamW(task.model.parameters(), lr=config.lr, fused=True,
                                            weight_decay=config.weight_decay, betas=(0.9, 0.99))
         # the weights' exponential moving average (Polyak averaging): less noisy than the last
         # step's weights, it is what evaluation sees and what checkpoints ship as "model"
