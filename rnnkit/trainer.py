@@ -166,7 +166,9 @@ class Trainer:
                                            weight_decay=config.weight_decay, betas=(0.9, 0.99))
         # the weights' exponential moving average (Polyak averaging): less noisy than the last
         # step's weights, it is what evaluation sees and what checkpoints ship as "model"
-        self.ema = [p.detach().float().clone() for p in task.model.parameters()] if config.ema else None
+        self.param_names, self.params = zip(*task.model.named_parameters(), strict=True)
+        self.ema = [p.detach().clone() for p in self.params] if config.ema else None
+        self._raw_weights: list[Tensor] | None = None  # set while run() has left the average in the model
         self.step = 0
         self.bad_steps = 0
         self.skipped_steps = 0
@@ -215,8 +217,7 @@ class Trainer:
         ranks = distributed.gather({"task": self.task.state_dict(), "rng": rng_state(self.device)})
         weights = {"model": self.model.state_dict()}
         if self.ema is not None:  # "model" holds the weights to use; training goes on from the raw ones
-            names = [n for n, _ in self.model.named_parameters()]
-            weights = {"model": {**weights["model"], **dict(zip(names, self.ema, strict=True))},
+            weights = {"model": {**weights["model"], **dict(zip(self.param_names, self.ema, strict=True))},
                        "training_model": weights["model"]}
         return {
             **weights,
@@ -243,8 +244,8 @@ class Trainer:
                               f"the same number (now {self.world})")
         self.model.load_state_dict(state.get("training_model", state["model"]))
         if self.ema is not None:
-            names = [n for n, _ in self.model.named_parameters()]
-            self.ema = [state["model"][n].detach().float().clone() for n in names]
+            self.ema = [state["model"][n].detach().float().clone() for n in self.param_names]
+        self._raw_weights = None
         self.optimizer.load_state_dict(state["optimizer"])
         task_state, rng = state["task"], t["rng"]
         if self.world > 1:
@@ -261,6 +262,10 @@ class Trainer:
         self._stop_requested = True
 
     def run(self) -> TrainResult:
+        if self._raw_weights is not None:  # an earlier run() left the average in the model
+            with torch.no_grad():
+                torch._foreach_copy_(list(self.params), self._raw_weights)
+            self._raw_weights = None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.is_main)
         bar = Progress(self.task.unit, self.progress_enabled if self.is_main else False)
@@ -314,8 +319,7 @@ class Trainer:
                 if self.ema is not None:
                     with torch.no_grad():  # a short average early on, as the weights move fast
                         decay = min(c.ema, (1 + self.step) / (10 + self.step))
-                        torch._foreach_lerp_(self.ema, [p.detach().float() for p in self.model.parameters()],
-                                             1 - decay)
+                        torch._foreach_lerp_(self.ema, list(self.params), 1 - decay)
                 self.items_seen += items * self.world
                 window["loss"] += loss_value * items
                 window["items"] += items * self.world
@@ -348,9 +352,10 @@ class Trainer:
                 signal.signal(signal.SIGINT, old_handler)
         if self.is_main:
             self.plot()
-        if self.ema is not None:  # leave the model as the checkpoints ship it
+        if self.ema is not None:  # leave the model as the checkpoints ship it; a later run() goes on raw
             with torch.no_grad():
-                torch._foreach_copy_(list(self.model.parameters()), self.ema)
+                self._raw_weights = [p.detach().clone() for p in self.params]
+                torch._foreach_copy_(list(self.params), self.ema)
         elapsed = self.clock.elapsed
         steps_run = max(1, self.step - first_step)
         return TrainResult(self.step, elapsed, self.items_seen / max(elapsed, 1e-9), stop_reason,
@@ -406,7 +411,7 @@ class Trainer:
         if self.ema is None:
             yield
             return
-        params = list(self.model.parameters())
+        params = list(self.params)
         with torch.no_grad():
             raw = [p.detach().clone() for p in params]
             torch._foreach_copy_(params, self.ema)

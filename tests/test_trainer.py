@@ -121,6 +121,15 @@ def test_ema_is_the_average_of_the_weights_and_what_is_evaluated_and_shipped(tmp
     assert not torch.equal(saved["model"][names[0]], saved["training_model"][names[0]])
     with t.averaged_weights():  # evaluation sees the average
         assert t.task.evaluate()["val_loss"] == pytest.approx(result.last_eval["val_loss"])
+    t.config.max_steps = steps + 1  # a second run() goes on from the raw weights, not the average
+    t.optimizer.step = step
+    t.run()
+    last = torch.load(t.run_dir / "last.pt", weights_only=True)["training_model"]
+
+    def distance(a, b):
+        return sum(float((a[n] - b[n]).norm()) for n in names)
+
+    assert distance(last, saved["training_model"]) < distance(last, saved["model"]) / 2
     with pytest.raises(RnnkitError, match="--ema"):
         make_trainer(tmp_path, max_steps=1, ema=1.0)
 
