@@ -36,6 +36,29 @@ def test_loads_several_series_and_covariates_from_csv(tmp_path):
     assert s.target[1][-1, 0] == 110 and s.past[0].shape == (12, 1)
 
 
+def test_loads_parquet_like_csv(tmp_path):
+    a, b = frame(12, x=np.ones(12)), frame(12, x=np.zeros(12))
+    a["store"], b["store"] = "a", "b"
+    both = pd.concat([a, b])
+    both.to_csv(tmp_path / "d.csv", index=False)
+    both.to_parquet(tmp_path / "d.parquet", index=False)
+    csv, pq = (ts.load_series(tmp_path / f"d.{ext}", "y", series_id="store", past_covariates="x")
+               for ext in ("csv", "parquet"))
+    assert pq.ids == csv.ids and pq.freq == csv.freq == "D"
+    for i in range(2):
+        np.testing.assert_array_equal(pq.target[i], csv.target[i])
+        np.testing.assert_array_equal(pq.past[i], csv.past[i])
+        assert (pq.index[i] == csv.index[i]).all()
+
+
+def test_corrupt_parquet_is_a_one_line_error(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"PAR1 this is not a parquet file")
+    with pytest.raises(RnnkitError) as e:
+        ts.load_series(path, "y")
+    assert "cannot read" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_target_defaults_to_numeric_columns():
     s = ts.load_series(frame(5, z=np.ones(5)))
     assert s.target_cols == ["y", "z"]
