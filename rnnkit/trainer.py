@@ -301,10 +301,13 @@ class Trainer:
                 loss.backward()
                 if c.grad_clip_value:
                     torch.nn.utils.clip_grad_value_(self.model.parameters(), c.grad_clip_value)
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or math.inf)
-                loss_value, norm_value = loss.item(), grad_norm.item()
+                grads = [p.grad for p in self.params if p.grad is not None]
+                norm_value = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item() if grads else 0.0
+                loss_value = loss.item()
                 self.step += 1
                 clipped = c.grad_clip is not None and norm_value > c.grad_clip
+                if clipped and math.isfinite(norm_value):  # scaling only when clipping saves a pass over the grads
+                    torch._foreach_mul_(grads, c.grad_clip / (norm_value + 1e-6))
                 log.write({"step": self.step, "loss": loss_value, "grad_norm": norm_value, "clipped": int(clipped)})
                 (bad,) = distributed.all_max(float(not (math.isfinite(loss_value) and math.isfinite(norm_value))))
                 if bad:

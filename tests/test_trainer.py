@@ -47,6 +47,15 @@ def test_every_step_records_its_gradient_norm_and_clipping(tmp_path):
     assert loose.clipped_share == 0.0
 
 
+@pytest.mark.parametrize("clip", [1e-3, 1e9])
+def test_clipping_scales_the_gradient_to_the_limit_and_only_then(tmp_path, clip):
+    t = make_trainer(tmp_path, max_steps=1, grad_clip=clip)
+    t.run()
+    norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in t.params))
+    recorded = [r for r in records(t) if "grad_norm" in r][0]["grad_norm"]
+    assert norm == pytest.approx(min(clip, recorded), rel=1e-4)
+
+
 def test_non_finite_steps_are_skipped_and_stop_the_run(tmp_path):
     t = make_trainer(tmp_path, cell="rnn_relu", max_steps=50, max_bad_steps=3)
     t.save("last")  # the last good checkpoint
