@@ -32,17 +32,14 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rnnkit import timeseries as ts  # noqa: E402
+from rnnkit.cli.timeseries import PRESETS  # noqa: E402
 from rnnkit.tasks.forecast import Forecaster  # noqa: E402
 
-SETUPS = {
-    "airline": {"model": {"mode": "autoregressive", "likelihood": "gaussian", "log": True, "weight_decay": 0.01,
-                          "max_steps": 1500},
-                "backtest": {"start": "1959-01-01", "horizon": 6, "last_points_only": True}},
-    "co2": {"model": {"input_len": 104, "max_steps": 1500},
-            "backtest": {"start": "1990-01-01", "horizon": 52, "stride": 13}},
-    "sunspots": {"model": {"input_len": 33, "max_steps": 500},
-                 "backtest": {"start": "1950-01-01", "horizon": 11, "season_length": 11}},
-}
+BACKTEST_KEYS = ("horizon", "start", "stride", "last_points_only", "season_length")
+# the settings `rnnkit forecast backtest --dataset NAME` uses, split into model and backtest options
+SETUPS = {name: {"model": {k: v for k, v in preset.items() if k not in BACKTEST_KEYS},
+                 "backtest": {k: v for k, v in preset.items() if k in BACKTEST_KEYS}}
+          for name, preset in PRESETS.items()}
 
 
 def main() -> None:

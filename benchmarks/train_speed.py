@@ -6,6 +6,7 @@ chars/s, the ratio, and achieved matrix-product FLOP/s as a share of the measure
 
     python benchmarks/train_speed.py            # full: LSTM and GRU 1x256, 2x512, 3x1024
     python benchmarks/train_speed.py --quick    # 2x512 LSTM only
+    python benchmarks/train_speed.py --models lstm:1x256 gru:3x1024
     python benchmarks/train_speed.py --device cuda
 """
 
@@ -45,16 +46,32 @@ def rnnkit_train_rate(cell: str, tokens, vocab: int, hidden: int, layers: int, b
         timed.train_time - warm.train_time)
 
 
+def parse_model(text: str, parser: argparse.ArgumentParser) -> tuple[str, int, int]:
+    """``lstm:2x512`` -> ("lstm", 2, 512)."""
+    try:
+        cell, shape = text.split(":")
+        layers, hidden = (int(v) for v in shape.split("x"))
+        if cell in ("lstm", "gru") and layers > 0 and hidden > 0:
+            return cell, layers, hidden
+    except ValueError:
+        pass
+    parser.error(f"--models: expected CELL:LAYERSxHIDDEN such as lstm:2x512, got {text!r}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description="rnnkit training chars/s against a plain PyTorch script")
     p.add_argument("--quick", action="store_true", help="2x512 LSTM only, short timings")
     p.add_argument("--smoke", action="store_true", help="a tiny model for a second: checks the script runs")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seconds", type=float, help="timing per measurement (default 10, quick 4)")
+    p.add_argument("--models", nargs="+", metavar="CELL:LxH",
+                   help="measure only these, e.g. lstm:1x256 gru:3x1024 (default: all six)")
     p.add_argument("--batch-size", type=int, default=DataConfig.batch_size)
     p.add_argument("--seq-len", type=int, default=DataConfig.seq_len)
     args = p.parse_args()
     sizes = [("lstm", 1, 32)] if args.smoke else [("lstm", 2, 512)] if args.quick else SIZES
+    if args.models:
+        sizes = [parse_model(m, p) for m in args.models]
     seconds = 0.5 if args.smoke else args.seconds or (4 if args.quick else 10)
     tokens, vocab = corpus_tokens(200_000 if args.smoke else None)
     print(f"# training speed: {machine()}; batch {args.batch_size} x seq {args.seq_len}, {seconds:.0f} s each")

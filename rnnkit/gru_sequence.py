@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 class GRUSequence(torch.autograd.Function):
@@ -88,6 +89,7 @@ class GRUSequence(torch.autograd.Function):
         return states[1:], states[-1].clone()
 
     @staticmethod
+    @once_differentiable  # the backward writes into buffers: no graph through it
     def backward(ctx: Any, d_out: Tensor | None, d_last: Tensor | None) -> tuple[Tensor | None, ...]:
         x_c, w_ih_c, w_hh_c, states, states_c, rz, n, hidden_n = ctx.saved_tensors
         cd = ctx.compute_dtype

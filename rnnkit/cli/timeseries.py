@@ -16,8 +16,8 @@ from . import fraction, positive_float, positive_int
 
 # per built-in dataset: the options a user gets unless given (the benchmark's settings)
 PRESETS: dict[str, dict[str, Any]] = {
-    "airline": {"horizon": 6, "log": True, "mode": "autoregressive", "likelihood": "gaussian", "weight_decay": 0.01,
-                "start": "1959-01-01", "last_points_only": True, "max_steps": 1500},
+    "airline": {"horizon": 6, "cell": "gru", "log": True, "mode": "autoregressive", "likelihood": "gaussian",
+                "weight_decay": 0.01, "start": "1959-01-01", "last_points_only": True, "max_steps": 1500},
     "co2": {"horizon": 52, "input_len": 104, "start": "1990-01-01", "stride": 13, "max_steps": 1500},
     "sunspots": {"horizon": 11, "input_len": 33, "season_length": 11, "start": "1950-01-01", "max_steps": 500},
 }
@@ -47,7 +47,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--horizon", type=int, help="steps to forecast (default: the dataset's, else required)")
     g.add_argument("--input-len", type=positive_int, help="input window (default: 2 seasons or 2 horizons)")
     g.add_argument("--mode", choices=["direct", "autoregressive"], help="default direct")
-    g.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="default lstm")
+    g.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="default lstm (gru for the built-in airline)")
     g.add_argument("--hidden", type=positive_int, help="hidden units (default 64)")
     g.add_argument("--layers", type=positive_int, help="stacked layers (default 1)")
     g.add_argument("--dropout", type=fraction, help="default 0")
