@@ -95,48 +95,54 @@ class GRUSequence(torch.autograd.Function):
         cd = ctx.compute_dtype
         steps, batch, hidden = n.shape
         dtype = n.dtype
-        # d_pre[t] = [d r_pre, d z_pre, d n_pre]: the input pre-activations' gradient; the recurrent ones
-        # (d_hidden) share the r and z parts and take r * d n_pre as their third.
-        d_pre = n.new_empty(steps, batch, 3 * hidden)
+        # d_hidden[t] = [d r_pre, d z_pre, r * d n_pre]: the recurrent pre-activations' gradient; the input
+        # pre-activations' gradient shares its r and z parts and takes d n_pre as its third.
+        d_n_pre = n.new_empty(steps, batch, hidden)
         d_hidden = n.new_empty(steps, batch, 3 * hidden)
         d_rz = n.new_empty(batch, 2 * hidden)
         d_r, d_z = d_rz.split(hidden, dim=1)
         r_t, z_t = rz[..., :hidden].unbind(0), rz[..., hidden:].unbind(0)
         d_hidden_t, d_hidden_rz, d_hidden_n = (d_hidden.unbind(0), d_hidden[..., : 2 * hidden].unbind(0),
                                                d_hidden[..., 2 * hidden:].unbind(0))
-        d_n_pre_t, hidden_n_t, n_t, rz_t, h_t = (d_pre[..., 2 * hidden:].unbind(0), hidden_n.unbind(0), n.unbind(0),
+        d_n_pre_t, hidden_n_t, n_t, rz_t, h_t = (d_n_pre.unbind(0), hidden_n.unbind(0), n.unbind(0),
                                                  rz.unbind(0), states.unbind(0))
         d_out_t = d_out.unbind(0) if d_out is not None else None
         dh = d_last.to(dtype).clone() if d_last is not None else n.new_zeros(batch, hidden)
+        one = n.new_ones(batch, hidden)
         for t in range(steps - 1, -1, -1):
             if d_out_t is not None:
                 dh += d_out_t[t]
             z = z_t[t]
             n_now, rz_now = n_t[t], rz_t[t]
-            d_tanh = torch.addcmul(torch.ones_like(n_now), n_now, n_now, value=-1)   # 1 - n^2
+            d_tanh = torch.addcmul(one, n_now, n_now, value=-1)   # 1 - n^2
             torch.mul(torch.addcmul(dh, dh, z, value=-1), d_tanh, out=d_n_pre_t[t])  # dh (1-z) (1-n^2)
             torch.mul(d_n_pre_t[t], r_t[t], out=d_hidden_n[t])
             torch.mul(d_n_pre_t[t], hidden_n_t[t], out=d_r)
             torch.mul(dh, h_t[t] - n_now, out=d_z)
             torch.mul(d_rz, torch.addcmul(rz_now, rz_now, rz_now, value=-1), out=d_hidden_rz[t])  # s (1 - s)
             dh = torch.addcmul(torch.mm(d_hidden_t[t].to(cd), w_hh_c).to(dtype), dh, z)
-        d_pre[..., : 2 * hidden] = d_hidden[..., : 2 * hidden]
-        d_pre_c = d_pre.to(cd).reshape(steps * batch, -1)
+        # The input pre-activations' gradient is [d_hidden's r and z parts, d_n_pre]: the products below
+        # take the two parts separately rather than copying them together.
+        flat = steps * batch
+        d_hidden_c = d_hidden.reshape(flat, -1).to(cd)
+        d_rz_c, d_n_pre_c = d_hidden_c[:, : 2 * hidden], d_n_pre.reshape(flat, -1).to(cd)
+        d_hidden_sum = d_hidden.sum((0, 1))
         x_dtype, h0_dtype, w_ih_dtype, w_hh_dtype, b_ih_dtype, b_hh_dtype = ctx.param_dtypes
         grads: list[Tensor | None] = [None] * 7
         if ctx.needs_input_grad[0]:
-            grads[0] = torch.mm(d_pre_c, w_ih_c).reshape(steps, batch, -1).to(x_dtype)
+            d_x = torch.addmm(torch.mm(d_n_pre_c, w_ih_c[2 * hidden:]), d_rz_c, w_ih_c[: 2 * hidden])
+            grads[0] = d_x.reshape(steps, batch, -1).to(x_dtype)
         if ctx.needs_input_grad[1]:
             grads[1] = dh.to(h0_dtype)
         if ctx.needs_input_grad[2]:
-            grads[2] = (d_pre_c.t() @ x_c.reshape(steps * batch, -1)).to(w_ih_dtype)
+            x_flat = x_c.reshape(flat, -1)
+            grads[2] = torch.cat([d_rz_c.t() @ x_flat, d_n_pre_c.t() @ x_flat]).to(w_ih_dtype)
         if ctx.needs_input_grad[3]:
-            grads[3] = (d_hidden.reshape(steps * batch, -1).to(cd).t()
-                        @ states_c[:-1].reshape(steps * batch, -1)).to(w_hh_dtype)
+            grads[3] = (d_hidden_c.t() @ states_c[:-1].reshape(flat, -1)).to(w_hh_dtype)
         if ctx.needs_input_grad[4]:
-            grads[4] = d_pre.sum((0, 1)).to(b_ih_dtype)
+            grads[4] = torch.cat([d_hidden_sum[: 2 * hidden], d_n_pre.sum((0, 1))]).to(b_ih_dtype)
         if ctx.needs_input_grad[5]:
-            grads[5] = d_hidden.sum((0, 1)).to(b_hh_dtype)
+            grads[5] = d_hidden_sum.to(b_hh_dtype)
         return tuple(grads)
 
 
