@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -98,6 +101,23 @@ def plain_train_rate(cell: str, tokens: np.ndarray, vocab: int, hidden: int, lay
             chars += batch * seq_len
             if time.perf_counter() - start > seconds:
                 return chars / (time.perf_counter() - start)
+
+
+def plain_train_rate_own_process(cell: str, corpus_limit: int | None, hidden: int, layers: int, batch: int,
+                                 seq_len: int, precision: str, device: str, seconds: float) -> float:
+    """:func:`plain_train_rate` in a fresh Python process, as a user's own script runs.
+
+    rnnkit's Trainer tunes the process's allocator (rnnkit/allocator.py); measured in the same
+    process, the plain script would inherit that tuning and not be what a user runs.
+    """
+    args = [cell, corpus_limit, hidden, layers, batch, seq_len, precision, device, seconds]
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import common; "
+            "cell, limit, *rest = json.loads(sys.argv[2]); tokens, vocab = common.corpus_tokens(limit); "
+            "print(common.plain_train_rate(cell, tokens, vocab, *rest))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), json.dumps(args)],
+                         capture_output=True, text=True, check=True, env=env)
+    return float(out.stdout.split()[-1])
 
 
 def flops_per_char(cell: str, vocab: int, hidden: int, layers: int) -> float:

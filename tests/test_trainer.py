@@ -2,6 +2,9 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -164,3 +167,12 @@ def test_ema_run_resumes_exactly(tmp_path):
     for key in ("model", "training_model"):
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), (key, k)
+
+
+def test_allocator_tuning_is_on_for_cpu_training_and_can_be_turned_off():
+    code = "from rnnkit import allocator; print(allocator.keep_freed_memory())"
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "RNNKIT_MALLOC_TUNING": "0"}).stdout.strip()
+    assert off == "False"
+    assert on == ("True" if sys.platform.startswith("linux") else "False")
