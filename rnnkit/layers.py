@@ -7,7 +7,7 @@ shapes, and input/state conventions are those of ``torch.nn.RNN/LSTM/GRU``; a
 - ``impl="fused"`` calls torch's fused kernels (oneDNN on CPU, cuDNN on GPU), as
   ``torch.nn.LSTM`` does: the fast path. torch has no fused GRU kernel on CPU, so there a GRU
   runs each layer as one whole-sequence node with a hand-derived backward
-  (:mod:`rnnkit.gru_sequence`), 5-15% faster than ``torch.nn.GRU`` in fp32 and bf16.
+  (:mod:`rnnkit.gru_sequence`), 5-20% faster than ``torch.nn.GRU`` in training, fp32 or bf16.
 - ``impl="loop"`` runs the cells' equations from :mod:`rnnkit.cells` step by step: the
   readable path, and the one to change when experimenting with a cell.
 
