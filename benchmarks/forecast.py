@@ -32,13 +32,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rnnkit import timeseries as ts  # noqa: E402
-from rnnkit.cli.timeseries import PRESETS  # noqa: E402
+from rnnkit.cli.timeseries import MODEL_KEYS, PRESETS, TRAIN_KEYS  # noqa: E402
 from rnnkit.tasks.forecast import Forecaster  # noqa: E402
 
-BACKTEST_KEYS = ("horizon", "start", "stride", "last_points_only", "season_length")
-# the settings `rnnkit forecast backtest --dataset NAME` uses, split into model and backtest options
-SETUPS = {name: {"model": {k: v for k, v in preset.items() if k not in BACKTEST_KEYS},
-                 "backtest": {k: v for k, v in preset.items() if k in BACKTEST_KEYS}}
+# the settings `rnnkit forecast backtest --dataset NAME` uses, split as the CLI splits them: the
+# Forecaster's options, and the rest for the backtest
+SETUPS = {name: {"model": {k: v for k, v in preset.items() if k in MODEL_KEYS + TRAIN_KEYS},
+                 "backtest": {k: v for k, v in preset.items() if k not in MODEL_KEYS + TRAIN_KEYS}}
           for name, preset in PRESETS.items()}
 
 

@@ -6,7 +6,7 @@ gradients included. This module runs one GRU layer over a whole sequence as a si
 autograd node. Per step the forward pass does one matrix product and six element-wise
 ops; the backward pass, derived by hand below, does one product and eleven element-wise
 ops per step, and leaves the weight gradients to three large products over all steps at
-once, which is where bf16 matrix units (AMX) pay off. 5-20% faster than ``nn.GRU`` in
+once, which is where bf16 matrix units (AMX) pay off. 6-26% faster than ``nn.GRU`` in
 training (BENCHMARKS.md).
 
 Forward, PyTorch's formulation (gates in the order r, z, n):

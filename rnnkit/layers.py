@@ -7,7 +7,7 @@ shapes, and input/state conventions are those of ``torch.nn.RNN/LSTM/GRU``; a
 - ``impl="fused"`` calls torch's fused kernels (oneDNN on CPU, cuDNN on GPU), as
   ``torch.nn.LSTM`` does: the fast path. torch has no fused GRU kernel on CPU, so there a GRU
   runs each layer as one whole-sequence node with a hand-derived backward
-  (:mod:`rnnkit.gru_sequence`), 5-20% faster than ``torch.nn.GRU`` in training, fp32 or bf16.
+  (:mod:`rnnkit.gru_sequence`), 6-26% faster than ``torch.nn.GRU`` in training, fp32 or bf16 (BENCHMARKS.md).
 - ``impl="loop"`` runs the cells' equations from :mod:`rnnkit.cells` step by step: the
   readable path, and the one to change when experimenting with a cell.
 
@@ -122,7 +122,7 @@ class RecurrentLayer(nn.Module):
 
     def _fused(self, input: Tensor, state: State) -> tuple[Tensor, State]:
         if self.mode == "gru" and input.device.type == "cpu" and self.bias:
-            return self._gru_sequence(input, state)
+            return self._stacked(input, state, self._gru_sequence_direction)
         args = (self._flat_weights(), self.bias, self.num_layers, self.dropout, self.training,
                 self.bidirectional, self.batch_first)
         with warnings.catch_warnings():
@@ -134,23 +134,11 @@ class RecurrentLayer(nn.Module):
             fn = torch._VF.gru if self.mode == "gru" else getattr(torch._VF, self.mode)
             return fn(input, state, *args)
 
-    def _gru_sequence(self, input: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-        """CPU GRU: each layer and direction as one whole-sequence node (:mod:`rnnkit.gru_sequence`)."""
-        x = input.transpose(0, 1) if self.batch_first else input
-        final = []
-        for layer in range(self.num_layers):
-            if layer > 0 and self.dropout > 0:
-                x = F.dropout(x, self.dropout, self.training)
-            outputs = []
-            for direction in range(self.num_directions):
-                out, last = gru_sequence(x, h0[layer * self.num_directions + direction],
-                                         *self.layer_weights(layer, direction), reverse=direction == 1)
-                outputs.append(out)
-                final.append(last)
-            x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
-        return (x.transpose(0, 1) if self.batch_first else x), torch.stack(final)
-
     def _loop(self, input: Tensor, state: State) -> tuple[Tensor, State]:
+        return self._stacked(input, state, self._run_direction)
+
+    def _stacked(self, input: Tensor, state: State, run_direction) -> tuple[Tensor, State]:
+        """Layers bottom to top, each direction by ``run_direction(x, state, layer, direction)``."""
         x = input.transpose(0, 1) if self.batch_first else input  # time first from here on
         is_lstm = self.mode == "lstm"
         h0, c0 = state if is_lstm else (state, None)
@@ -162,7 +150,7 @@ class RecurrentLayer(nn.Module):
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
                 cell_state = (h0[k], c0[k]) if is_lstm else h0[k]
-                out, cell_state = self._run_direction(x, cell_state, layer, direction)
+                out, cell_state = run_direction(x, cell_state, layer, direction)
                 outputs.append(out)
                 final_h.append(cell_state[0] if is_lstm else cell_state)
                 if is_lstm:
@@ -171,6 +159,10 @@ class RecurrentLayer(nn.Module):
         output = x.transpose(0, 1) if self.batch_first else x
         h = torch.stack(final_h)
         return output, ((h, torch.stack(final_c)) if is_lstm else h)
+
+    def _gru_sequence_direction(self, x: Tensor, h: Tensor, layer: int, direction: int) -> tuple[Tensor, Tensor]:
+        """CPU GRU: one layer and direction as one whole-sequence node (:mod:`rnnkit.gru_sequence`)."""
+        return gru_sequence(x, h, *self.layer_weights(layer, direction), reverse=direction == 1)
 
     def _run_direction(self, x: Tensor, state: State, layer: int, direction: int
                        ) -> tuple[Tensor, State]:

@@ -169,7 +169,8 @@ class Trainer:
                                            weight_decay=config.weight_decay, betas=(0.9, 0.99))
         # the weights' exponential moving average (Polyak averaging): less noisy than the last
         # step's weights, it is what evaluation sees and what checkpoints ship as "model"
-        self.param_names, self.params = zip(*task.model.named_parameters(), strict=True)
+        self.param_names = [name for name, _ in task.model.named_parameters()]
+        self.params = [p for _, p in task.model.named_parameters()]
         self.ema = [p.detach().clone() for p in self.params] if config.ema else None
         self._raw_weights: list[Tensor] | None = None  # set while run() has left the average in the model
         self.step = 0
@@ -247,7 +248,8 @@ class Trainer:
                               f"the same number (now {self.world})")
         self.model.load_state_dict(state.get("training_model", state["model"]))
         if self.ema is not None:
-            self.ema = [state["model"][n].detach().float().clone() for n in self.param_names]
+            # on the parameters' device and dtype: checkpoints hold CPU tensors
+            self.ema = [state["model"][n].to(p, copy=True) for n, p in zip(self.param_names, self.params, strict=True)]
         self._raw_weights = None
         self.optimizer.load_state_dict(state["optimizer"])
         task_state, rng = state["task"], t["rng"]
@@ -267,7 +269,7 @@ class Trainer:
     def run(self) -> TrainResult:
         if self._raw_weights is not None:  # an earlier run() left the average in the model
             with torch.no_grad():
-                torch._foreach_copy_(list(self.params), self._raw_weights)
+                torch._foreach_copy_(self.params, self._raw_weights)
             self._raw_weights = None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.is_main)
@@ -325,7 +327,7 @@ class Trainer:
                 if self.ema is not None:
                     with torch.no_grad():  # a short average early on, as the weights move fast
                         decay = min(c.ema, (1 + self.step) / (10 + self.step))
-                        torch._foreach_lerp_(self.ema, list(self.params), 1 - decay)
+                        torch._foreach_lerp_(self.ema, self.params, 1 - decay)
                 self.items_seen += items * self.world
                 window["loss"] += loss_value * items
                 window["items"] += items * self.world
@@ -361,7 +363,7 @@ class Trainer:
         if self.ema is not None:  # leave the model as the checkpoints ship it; a later run() goes on raw
             with torch.no_grad():
                 self._raw_weights = [p.detach().clone() for p in self.params]
-                torch._foreach_copy_(list(self.params), self.ema)
+                torch._foreach_copy_(self.params, self.ema)
         elapsed = self.clock.elapsed
         steps_run = max(1, self.step - first_step)
         return TrainResult(self.step, elapsed, self.items_seen / max(elapsed, 1e-9), stop_reason,
@@ -417,7 +419,7 @@ class Trainer:
         if self.ema is None:
             yield
             return
-        params = list(self.params)
+        params = self.params
         with torch.no_grad():
             raw = [p.detach().clone() for p in params]
             torch._foreach_copy_(params, self.ema)
