@@ -1,0 +1,14 @@
+"""Build the optional C speed-up (fused GRU steps); everything else is in pyproject.toml.
+
+The extension is optional: where no C compiler is found the install still succeeds, with a
+warning, and rnnkit runs the same GRU steps as torch ops (``rnnkit.gru_sequence``).
+"""
+
+import sys
+
+from setuptools import Extension, setup
+
+# -fno-trapping-math lets the compiler turn the kernels' clamps into vector selects.
+flags = [] if sys.platform == "win32" else ["-O3", "-fno-trapping-math"]
+setup(ext_modules=[Extension("rnnkit._gru_kernels", ["rnnkit/_gru_kernels.c"], extra_compile_args=flags,
+                             optional=True)])
