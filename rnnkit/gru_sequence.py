@@ -3,11 +3,16 @@ r"""A whole-sequence GRU layer for CPU with a hand-derived backward pass.
 torch has no fused GRU kernel on CPU: ``nn.GRU`` there runs a handful of small ops per time
 step and autograd records each of them, then replays their backward one by one, weight
 gradients included. This module runs one GRU layer over a whole sequence as a single
-autograd node. Per step the forward pass does one matrix product and six element-wise
-ops; the backward pass, derived by hand below, does one product and eleven element-wise
-ops per step, and leaves the weight gradients to three large products over all steps at
-once, which is where bf16 matrix units (AMX) pay off. 6-26% faster than ``nn.GRU`` in
-training (BENCHMARKS.md).
+autograd node. Per step the forward pass does one matrix product and the element-wise work
+below; the backward pass, derived by hand below, does one product and its own element-wise
+work per step, and leaves the weight gradients to three large products over all steps at
+once, which is where bf16 matrix units (AMX) pay off.
+
+Each step's element-wise work runs in one C pass (``rnnkit/_gru_kernels.c``, an optional
+extension that ``pip install`` builds where there is a C compiler) for float32 states; where
+the extension is missing, for other dtypes, or with ``RNNKIT_C_KERNELS=0``, the same steps run
+as torch ops (a dozen small ops per step). Training is 1.1-1.5x ``nn.GRU``'s speed at the
+same precision (BENCHMARKS.md).
 
 Forward, PyTorch's formulation (gates in the order r, z, n):
 
@@ -35,16 +40,19 @@ values and gradients against ``torch.nn.GRU``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-try:  # the optional C extension (setup.py); without it the same steps run as torch ops
-    from . import _gru_kernels as kernels
-except ImportError:  # pragma: no cover - depends on the install
-    kernels = None
+kernels: Any = None  # the optional C extension (setup.py); without it the same steps run as torch ops
+if os.environ.get("RNNKIT_C_KERNELS", "1") != "0":
+    try:
+        from . import _gru_kernels as kernels
+    except ImportError:  # pragma: no cover - depends on the install
+        pass
 
 
 def _use_kernels(dtype: torch.dtype, compute_dtype: torch.dtype) -> bool:
