@@ -1,5 +1,6 @@
 """Character model: learning, exact resume, checkpoints, sampling and evaluation against definitions."""
 
+import json
 import math
 
 import pytest
@@ -10,7 +11,7 @@ import rnnkit
 from rnnkit.data import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.sampling import Picker, StepGenerator
-from rnnkit.tasks.charlm import CharLM, ModelConfig
+from rnnkit.tasks.charlm import CharLM, ModelConfig, recommended
 
 TINY = dict(hidden=32, layers=1, batch_size=8, seq_len=32, precision="fp32")
 
@@ -31,6 +32,19 @@ def test_training_learns_and_fills_the_run_folder(trained):
     for name in ("config.json", "vocab.json", "metrics.jsonl", "loss.png", "last.pt", "best.pt"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_options_not_given_come_from_the_recommended_defaults(trained):
+    """A step budget takes the long-budget defaults; options given win over them."""
+    out, _, _ = trained
+    config = json.loads((out / "config.json").read_text())
+    defaults = recommended(None)
+    assert config["train"]["weight_decay"] == defaults["weight_decay"] > 0
+    assert config["train"]["ema"] == defaults["ema"]
+    assert config["model"]["dropout"] == defaults["dropout"]
+    assert config["model"]["hidden"] == 64 != defaults["hidden"]
+    assert config["train"]["lr"] == 1e-2 != defaults["lr"]
+    assert recommended(60)["hidden"] < defaults["hidden"]
 
 
 def test_checkpoint_is_self_contained(trained, tmp_path):

@@ -23,7 +23,7 @@ def register(sub) -> None:
     g.add_argument("--init", choices=["default", "orthogonal", "identity", "forget1", "chrono"],
                    help="initialisation of the recurrent layers (see rnnkit.init)")
     g.add_argument("--dropout", type=fraction,
-                   help="dropout between layers and before the output (default by budget: 0 or 0.1)")
+                   help="dropout between layers and before the output (default by budget: 0 or 0.2)")
     g = t.add_argument_group("data")
     g.add_argument("--seq-len", type=positive_int, help="characters per truncated-BPTT window (default 32)")
     g.add_argument("--batch-size", type=positive_int, help="parallel streams (default 64)")
@@ -32,7 +32,7 @@ def register(sub) -> None:
     g.add_argument("--max-vocab", type=positive_int, help="keep the N most frequent characters; others map to U+FFFD")
     g = t.add_argument_group("optimisation")
     g.add_argument("--lr", type=positive_float, help="peak learning rate (default by budget: 6e-3 or 4e-3)")
-    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.3)")
     g.add_argument("--warmup-steps", type=int, help="linear warmup steps (default 50)")
     g.add_argument("--grad-clip", type=positive_float, help="clip the gradient norm to this (default 1)")
     g.add_argument("--grad-clip-value", type=positive_float, help="clip each gradient element to ±this")
