@@ -16,8 +16,12 @@
 #include <stdint.h>
 #include <string.h>
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && defined(__linux__)
-/* One build runs everywhere; each machine gets the widest vectors it has. */
+#if defined(_MSC_VER) && !defined(restrict)
+#define restrict __restrict
+#endif
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
+/* One build runs everywhere; each machine gets the widest vectors it has (glibc's ifunc picks). */
 #define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
 #else
 #define VECTOR_CLONES

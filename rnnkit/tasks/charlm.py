@@ -86,9 +86,15 @@ class CharLM(nn.Module):
         self.head = nn.Linear(config.hidden, config.vocab_size)
 
     def forward(self, ids: Tensor, state=None) -> tuple[Tensor, Any]:
-        """``ids`` (B, T) -> logits (B, T, vocab) and the final recurrent state."""
-        out, state = self.rnn(self.embed(ids), state)
-        return self.head(self.drop(out)), state
+        """``ids`` (B, T) -> logits (B, T, vocab) and the final recurrent state.
+
+        The work runs time-major, as the recurrent kernels want it: the embedding is looked up
+        in (T, B) order and the layer gets a batch-first view of it, so no (B, T) <-> (T, B)
+        copies are made on the way in or out, nor in backward. The logits are a (B, T) view of
+        time-major memory.
+        """
+        out, state = self.rnn(self.embed(ids.t()).transpose(0, 1), state)
+        return self.head(self.drop(out.transpose(0, 1))).transpose(0, 1), state
 
     # --- loading -------------------------------------------------------------------------
     @classmethod
@@ -209,7 +215,8 @@ class CharLMTask:
         x, y = (t.to(self.device, non_blocking=True) for t in self.batcher.batch(index))
         logits, state = self.model(x, self.state)
         self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()), y.numel()
+        # In the logits' time-major memory order, where flattening is free.
+        return F.cross_entropy(logits.transpose(0, 1).float().flatten(0, 1), y.t().flatten()), y.numel()
 
     def evaluate(self) -> dict[str, float]:
         loss = stream_loss(self.model, self.val_tokens, 64, 512, self.device)
