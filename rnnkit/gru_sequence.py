@@ -55,9 +55,10 @@ if os.environ.get("RNNKIT_C_KERNELS", "1") != "0":
         pass
 
 
-def _use_kernels(dtype: torch.dtype, compute_dtype: torch.dtype) -> bool:
-    """The C steps handle float32 states with float32 or bf16 products; anything else runs as torch ops."""
-    return kernels is not None and dtype == torch.float32 and compute_dtype in (torch.float32, torch.bfloat16)
+def _use_kernels(states: Tensor, compute_dtype: torch.dtype) -> bool:
+    """The C steps handle float32 states on CPU with float32 or bf16 products; anything else runs as torch ops."""
+    return (kernels is not None and states.device.type == "cpu" and states.dtype == torch.float32
+            and compute_dtype in (torch.float32, torch.bfloat16))
 
 
 class GRUSequence(torch.autograd.Function):
@@ -89,7 +90,7 @@ class GRUSequence(torch.autograd.Function):
         rz = x.new_empty(steps, batch, 2 * hidden, dtype=dtype)
         n = x.new_empty(steps, batch, hidden, dtype=dtype)
         hidden_n = x.new_empty(steps, batch, hidden, dtype=dtype)  # W_hn h_{t-1} + b_hn, for the reset gate
-        steps_fn = _forward_steps_c if _use_kernels(dtype, cd) else _forward_steps_torch
+        steps_fn = _forward_steps_c if _use_kernels(states, cd) else _forward_steps_torch
         steps_fn(gates_in, w_hh_c, bias_hn, rz, n, hidden_n, states, states_c)
         ctx.compute_dtype = cd
         ctx.save_for_backward(x_c, w_ih_c, w_hh_c, states, states_c, rz, n, hidden_n)
@@ -110,7 +111,7 @@ class GRUSequence(torch.autograd.Function):
         d_hidden_c = d_hidden if cd == dtype else n.new_empty(steps, batch, 3 * hidden, dtype=cd)
         dh = n.new_empty(batch, hidden).copy_(d_last) if d_last is not None else n.new_zeros(batch, hidden)
         d_out = d_out.to(dtype).contiguous() if d_out is not None else None
-        steps_fn = _backward_steps_c if _use_kernels(dtype, cd) else _backward_steps_torch
+        steps_fn = _backward_steps_c if _use_kernels(n, cd) else _backward_steps_torch
         dh = steps_fn(dh, d_out, w_hh_c, rz, n, hidden_n, states, d_n_pre, d_hidden, d_hidden_c)
         # The input pre-activations' gradient is [d_hidden's r and z parts, d_n_pre]: the products below
         # take the two parts separately rather than copying them together.
