@@ -7,7 +7,7 @@ shapes, and input/state conventions are those of ``torch.nn.RNN/LSTM/GRU``; a
 - ``impl="fused"`` calls torch's fused kernels (oneDNN on CPU, cuDNN on GPU), as
   ``torch.nn.LSTM`` does: the fast path. torch has no fused GRU kernel on CPU, so there a GRU
   runs each layer as one whole-sequence node with a hand-derived backward and each step's
-  element-wise work in one C pass (:mod:`rnnkit.gru_sequence`), 1.1-1.5x ``torch.nn.GRU``'s
+  element-wise work in one C pass (:mod:`rnnkit.gru_sequence`), 1.1-1.6x ``torch.nn.GRU``'s
   training speed, fp32 or bf16 (BENCHMARKS.md).
 - ``impl="loop"`` runs the cells' equations from :mod:`rnnkit.cells` step by step: the
   readable path, and the one to change when experimenting with a cell.
