@@ -88,7 +88,7 @@ static inline void forward_row(Py_ssize_t H, const float *restrict in, const flo
 /* Forward at step t. gates_in (T,B,3H): input products with their biases (r and z also carry
    b_hr, b_hz); recurrent (B,3H): h_{t-1} W_hh^T, bf16 or float; b_hn (H). Writes rz (T,B,2H),
    n and hidden_n (T,B,H), states[t+1] (T+1,B,H) and, when given, its bf16 copy states_c[t+1].
-   scratch holds 3H floats. */
+   scratch holds 3H floats (for the widened bf16 product). */
 VECTOR_CLONES
 static void forward_step(Py_ssize_t B, Py_ssize_t H, Py_ssize_t t, const float *gates_in, const void *recurrent,
                          int recurrent_bf16, const float *b_hn, float *rz, float *n, float *hidden_n,
@@ -156,16 +156,14 @@ static void backward_step(Py_ssize_t B, Py_ssize_t H, Py_ssize_t t, float *dh, c
 }
 
 static PyObject *py_forward_step(PyObject *self, PyObject *args) {
-    Py_ssize_t B, H, t, gates_in, recurrent, b_hn, rz, n, hidden_n, states, states_c;
+    Py_ssize_t B, H, t, gates_in, recurrent, b_hn, rz, n, hidden_n, states, states_c, scratch;
     int recurrent_bf16;
-    if (!PyArg_ParseTuple(args, "nnnnnpnnnnnn", &B, &H, &t, &gates_in, &recurrent, &recurrent_bf16, &b_hn, &rz,
-                          &n, &hidden_n, &states, &states_c))
+    if (!PyArg_ParseTuple(args, "nnnnnpnnnnnnn", &B, &H, &t, &gates_in, &recurrent, &recurrent_bf16, &b_hn, &rz,
+                          &n, &hidden_n, &states, &states_c, &scratch))
         return NULL;
-    float *scratch = recurrent_bf16 ? PyMem_RawMalloc(3 * H * sizeof(float)) : NULL;
-    if (recurrent_bf16 && !scratch) return PyErr_NoMemory();
     forward_step(B, H, t, (const float *)gates_in, (const void *)recurrent, recurrent_bf16, (const float *)b_hn,
-                 (float *)rz, (float *)n, (float *)hidden_n, (float *)states, (uint16_t *)states_c, scratch);
-    PyMem_RawFree(scratch);
+                 (float *)rz, (float *)n, (float *)hidden_n, (float *)states, (uint16_t *)states_c,
+                 (float *)scratch);
     Py_RETURN_NONE;
 }
 
@@ -183,7 +181,8 @@ static PyObject *py_backward_step(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"forward_step", py_forward_step, METH_VARARGS,
-     "forward_step(B, H, t, gates_in, recurrent, recurrent_bf16, b_hn, rz, n, hidden_n, states, states_c)"},
+     "forward_step(B, H, t, gates_in, recurrent, recurrent_bf16, b_hn, rz, n, hidden_n, states, states_c, "
+     "scratch)"},
     {"backward_step", py_backward_step, METH_VARARGS,
      "backward_step(B, H, t, dh, product, product_bf16, d_out, rz, n, hidden_n, states, d_n_pre, d_hidden, "
      "d_hidden_c)"},

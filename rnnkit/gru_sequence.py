@@ -163,10 +163,11 @@ def _forward_steps_c(gates_in: Tensor, w_hh_c: Tensor, bias_hn: Tensor, rz: Tens
                      hidden_n: Tensor, states: Tensor, states_c: Tensor) -> None:
     steps, batch, hidden = n.shape
     recurrent = states_c.new_empty(batch, 3 * hidden)  # h_{t-1} W_hh^T, in the products' dtype
+    scratch = n.new_empty(3 * hidden)  # one row of it widened to float32, when it is bf16
     hc_t, w_hh_ct = states_c.unbind(0), w_hh_c.t()
     args = (gates_in.data_ptr(), recurrent.data_ptr(), recurrent.dtype == torch.bfloat16, bias_hn.data_ptr(),
             rz.data_ptr(), n.data_ptr(), hidden_n.data_ptr(), states.data_ptr(),
-            states_c.data_ptr() if states_c is not states else 0)
+            states_c.data_ptr() if states_c is not states else 0, scratch.data_ptr())
     for t in range(steps):
         torch.mm(hc_t[t], w_hh_ct, out=recurrent)
         kernels.forward_step(batch, hidden, t, *args)
@@ -213,10 +214,10 @@ def _backward_steps_c(dh: Tensor, d_out: Tensor | None, w_hh_c: Tensor, rz: Tens
     args = (d_out.data_ptr() if d_out is not None else 0, rz.data_ptr(), n.data_ptr(), hidden_n.data_ptr(),
             states.data_ptr(), d_n_pre.data_ptr(), d_hidden.data_ptr(),
             d_hidden_c.data_ptr() if d_hidden_c is not d_hidden else 0)
-    is_bf16 = product.dtype == torch.bfloat16
+    dh_ptr, product_ptr, is_bf16 = dh.data_ptr(), product.data_ptr(), product.dtype == torch.bfloat16
     for t in range(steps - 1, -1, -1):
-        kernels.backward_step(batch, hidden, t, dh.data_ptr(), product.data_ptr() if t < steps - 1 else 0, is_bf16,
-                              *args)
+        # at the last step no product of a later step exists yet
+        kernels.backward_step(batch, hidden, t, dh_ptr, product_ptr if t < steps - 1 else 0, is_bf16, *args)
         torch.mm(d_hidden_ct[t], w_hh_c, out=product)
     return dh.add_(product.to(dh.dtype))
 
