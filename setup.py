@@ -10,5 +10,5 @@ from setuptools import Extension, setup
 
 # -fno-trapping-math lets the compiler turn the kernels' clamps into vector selects.
 flags = [] if sys.platform == "win32" else ["-O3", "-fno-trapping-math"]
-setup(ext_modules=[Extension("rnnkit._gru_kernels", ["rnnkit/_gru_kernels.c"], extra_compile_args=flags,
+setup(ext_modules=[Extension("rnnkit.nn._gru_kernels", ["rnnkit/nn/_gru_kernels.c"], extra_compile_args=flags,
                              optional=True)])

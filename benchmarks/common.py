@@ -50,7 +50,7 @@ def table(rows: list[dict], title: str = "") -> str:
 
 def corpus_tokens(limit: int | None = None) -> tuple[np.ndarray, int]:
     """Token ids of tiny-shakespeare (or Python's sources where it is absent) and the vocabulary size."""
-    from rnnkit.data import Vocab, read_corpus
+    from rnnkit.data.text import Vocab, read_corpus
 
     text = SHAKESPEARE.read_text(encoding="utf-8") if SHAKESPEARE.exists() else read_corpus(None)
     text = text[:limit] if limit else text
@@ -107,7 +107,7 @@ def plain_train_rate_own_process(cell: str, corpus_limit: int | None, hidden: in
                                  seq_len: int, precision: str, device: str, seconds: float) -> float:
     """:func:`plain_train_rate` in a fresh Python process, as a user's own script runs.
 
-    rnnkit's Trainer tunes the process's allocator (rnnkit/allocator.py); measured in the same
+    rnnkit's Trainer tunes the process's allocator (rnnkit/training/allocator.py); measured in the same
     process, the plain script would inherit that tuning and not be what a user runs.
     """
     args = [cell, corpus_limit, hidden, layers, batch, seq_len, precision, device, seconds]

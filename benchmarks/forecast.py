@@ -31,8 +31,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnnkit import timeseries as ts  # noqa: E402
 from rnnkit.cli.timeseries import MODEL_KEYS, PRESETS, TRAIN_KEYS  # noqa: E402
+from rnnkit.data import timeseries as ts  # noqa: E402
 from rnnkit.tasks.forecast import Forecaster  # noqa: E402
 
 # the settings `rnnkit forecast backtest --dataset NAME` uses, split as the CLI splits them: the

@@ -1,7 +1,7 @@
 """Corpora larger than memory: tokenisation speed, and resident memory while training on a 1 GB corpus.
 
 Builds a corpus from real text (tiny-shakespeare and Python's own sources, repeated) of the
-given size, tokenises it into a memory-mapped token file (``rnnkit.data.tokenize_to_file``,
+given size, tokenises it into a memory-mapped token file (``rnnkit.data.text.tokenize_to_file``,
 the path ``rnnkit train`` takes), then trains on it in a child process and reports the child's
 peak resident memory.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHAKESPEARE, machine, table  # noqa: E402
 
-from rnnkit.data import read_corpus, tokenize_to_file  # noqa: E402
+from rnnkit.data.text import read_corpus, tokenize_to_file  # noqa: E402
 
 
 def build_corpus(path: Path, size: int) -> None:

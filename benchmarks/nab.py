@@ -5,7 +5,7 @@ on the probationary period only (the first 15% of rows, at most 750), then score
 causally (the score at row t uses rows up to t; the threshold statistics keep updating
 online). What is submitted is the detector's alarms (the first flagged point after at least --suppress
 points without an alarm), each carrying its score, 0 elsewhere (--raw: every point's score).
-Scores are NAB-scored (rnnkit.nab) with one threshold per profile for the whole
+Scores are NAB-scored (rnnkit.data.nab) with one threshold per profile for the whole
 corpus, chosen to maximise that profile's score, as NAB's optimiser does.
 
     nice -n 19 python benchmarks/nab.py                      # data in ../shared/data/timeseries/nab

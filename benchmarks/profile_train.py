@@ -28,11 +28,11 @@ PARTS = [
     ("backward", ("torch/_tensor.py", "backward")),
     ("gradient clipping", ("clip_grad.py", "clip_grad_norm_")),
     ("optimizer step", ("torch/optim/optimizer.py", "wrapper")),
-    ("data loading (inside forward)", ("rnnkit/data.py", "batch")),
+    ("data loading (inside forward)", ("rnnkit/data/text.py", "batch")),
     ("validation", ("tasks/charlm.py", "evaluate")),
-    ("checkpoints", ("rnnkit/trainer.py", "save")),
-    ("loss plot", ("rnnkit/trainer.py", "plot")),
-    ("metrics log", ("rnnkit/monitor.py", "write")),
+    ("checkpoints", ("rnnkit/training/trainer.py", "save")),
+    ("loss plot", ("rnnkit/training/trainer.py", "plot")),
+    ("metrics log", ("rnnkit/training/monitor.py", "write")),
 ]
 
 

@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PlainCharModel, machine, table  # noqa: E402
 
-from rnnkit.data import Vocab  # noqa: E402
-from rnnkit.sampling import Int8Weight, StepGenerator, default_sample_dtype  # noqa: E402
+from rnnkit.data.text import Vocab  # noqa: E402
+from rnnkit.nn.stepping import Int8Weight, StepGenerator, default_sample_dtype  # noqa: E402
 from rnnkit.tasks.charlm import CharLM, ModelConfig  # noqa: E402
 
 VOCAB = Vocab([chr(c) for c in range(32, 97)])  # 65 characters, as tiny-shakespeare

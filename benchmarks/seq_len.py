@@ -39,7 +39,7 @@ def main() -> None:
     args = p.parse_args()
 
     import rnnkit
-    from rnnkit.checkpoint import atomic_write_text
+    from rnnkit.io import atomic_write_text
 
     out = Path(args.out)
     if args.merge:
@@ -104,7 +104,7 @@ def cpu_seconds_per_step(args: argparse.Namespace, seq_len: int, steps: int = 8)
 
 def plot_rows(rows: list[tuple], args: argparse.Namespace, out: Path) -> None:
     """Print the Markdown table and write the plot (val bpc against --seq-len)."""
-    from rnnkit.checkpoint import atomic_write
+    from rnnkit.io import atomic_write
 
     print("| --seq-len | val bpc | steps | chars seen | process CPU s |\n|---|---|---|---|---|")
     for seq_len, bpc, steps, chars, cpu in rows:

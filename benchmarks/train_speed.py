@@ -32,7 +32,7 @@ from common import (  # noqa: E402
 )
 
 from rnnkit.tasks.charlm import CharLM, CharLMTask, DataConfig, ModelConfig  # noqa: E402
-from rnnkit.trainer import TrainConfig, Trainer  # noqa: E402
+from rnnkit.training.trainer import TrainConfig, Trainer  # noqa: E402
 
 SIZES = [("lstm", 1, 256), ("lstm", 2, 512), ("lstm", 3, 1024), ("gru", 1, 256), ("gru", 2, 512), ("gru", 3, 1024)]
 

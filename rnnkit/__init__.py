@@ -1,10 +1,10 @@
 """rnnkit: recurrent neural networks (RNN, LSTM, GRU) on PyTorch, from cells to applications."""
 
-from .cells import GRUCell, LSTMCell, RNNCell
 from .errors import RnnkitError
-from .layers import GRU, LSTM, RNN
+from .nn.cells import GRUCell, LSTMCell, RNNCell
+from .nn.layers import GRU, LSTM, RNN
 from .tasks.charlm import CharLM, train
-from .trainer import TrainConfig, Trainer
+from .training.trainer import TrainConfig, Trainer
 
 # time series (pandas and statsmodels behind them) load on first use, keeping `import rnnkit` light
 _LAZY = {"Forecaster": ".tasks.forecast", "Detector": ".tasks.anomaly"}

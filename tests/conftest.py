@@ -14,7 +14,7 @@ def small_corpus(tmp_path_factory) -> Path:
     if SHAKESPEARE.exists():
         text = SHAKESPEARE.read_text(encoding="utf-8")[:60_000]
     else:
-        from rnnkit.data import read_corpus
+        from rnnkit.data.text import read_corpus
         text = read_corpus(None)[:60_000]
     path = tmp_path_factory.mktemp("corpus") / "small.txt"
     path.write_text(text, encoding="utf-8")

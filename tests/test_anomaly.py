@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from conftest import SHARED, rnnkit_cli
 
-from rnnkit import Detector, RnnkitError, nab
+from rnnkit import Detector, RnnkitError
+from rnnkit.data import nab
 from rnnkit.tasks.anomaly import ErrorScorer, telemanom_z
 
 NAB_ROOT = SHARED / "timeseries" / "nab"

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import rnnkit
-from rnnkit.data import Vocab
+from rnnkit.data.text import Vocab
 from rnnkit.errors import RnnkitError
-from rnnkit.sampling import Picker, StepGenerator
+from rnnkit.nn.stepping import Picker, StepGenerator
 from rnnkit.tasks.charlm import CharLM, ModelConfig, recommended
 
 TINY = dict(hidden=32, layers=1, batch_size=8, seq_len=32, precision="fp32")

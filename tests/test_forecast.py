@@ -7,7 +7,7 @@ import torch
 from conftest import rnnkit_cli
 
 from rnnkit import Forecaster, RnnkitError
-from rnnkit import timeseries as ts
+from rnnkit.data import timeseries as ts
 from rnnkit.tasks.forecast import ForecastNet, ForecastTask, NetConfig, build_windows
 
 TINY = {"hidden": 16, "max_steps": 150, "seed": 0, "progress": False}

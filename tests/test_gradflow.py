@@ -20,7 +20,7 @@ from rnnkit.inspect.gradflow import (
     summarise,
     unroll,
 )
-from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.nn.layers import GRU, LSTM, RNN
 from rnnkit.tasks.charlm import CharLM, ModelConfig
 
 LAYERS = {
@@ -84,7 +84,7 @@ def test_summary_of_a_geometric_curve():
 
 
 def test_vanilla_rnn_vanishes_chrono_lstm_keeps_large_init_explodes(small_corpus):
-    from rnnkit.data import Vocab
+    from rnnkit.data.text import Vocab
     text = small_corpus.read_text(encoding="utf-8")
     vocab = Vocab.from_text(text)
     tokens = vocab.encode(text)

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import rnnkit
-import rnnkit.gru_sequence as gru_seq_module
-from rnnkit.gru_sequence import GRUSequence, gru_sequence
+import rnnkit.nn.gru_sequence as gru_seq_module
+from rnnkit.nn.gru_sequence import GRUSequence, gru_sequence
 
 
 def weights(inp=3, hidden=4, dtype=torch.float64, seed=0):
@@ -72,7 +72,7 @@ def test_bf16_autocast_close_to_torch():
     assert torch.nn.functional.cosine_similarity(g_ref.flatten(), g_ours.flatten(), dim=0) > 0.99
 
 
-# The C steps (rnnkit/_gru_kernels.c, built by `pip install`) run float32 states; the tests above are float64
+# The C steps (rnnkit/nn/_gru_kernels.c, built by `pip install`) run float32 states; the tests above are float64
 # and take the torch steps. These check the C steps against torch.nn.GRU and against the torch steps.
 
 needs_kernels = pytest.mark.skipif(gru_seq_module.kernels is None, reason="the optional C extension is not built")
@@ -85,7 +85,7 @@ def test_kernels_built_where_a_compiler_is():
     compiler = shutil.which(sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc")
     if compiler is None:
         pytest.skip("no C compiler on this machine")
-    assert gru_seq_module.kernels is not None, "a C compiler is present but rnnkit._gru_kernels was not built"
+    assert gru_seq_module.kernels is not None, "a C compiler is present but rnnkit.nn._gru_kernels was not built"
 
 
 @contextlib.contextmanager

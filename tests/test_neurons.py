@@ -8,7 +8,7 @@ import torch
 from conftest import rnnkit_cli
 from test_cli import assert_one_line_error
 
-from rnnkit.data import Vocab
+from rnnkit.data.text import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.inspect.neurons import (
     correlations,

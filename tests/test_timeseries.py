@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnnkit import nab
-from rnnkit import timeseries as ts
+from rnnkit.data import nab
+from rnnkit.data import timeseries as ts
 from rnnkit.errors import RnnkitError
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.data import Vocab
+from rnnkit.data.text import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.tasks.charlm import CharLM, CharLMTask, ModelConfig
-from rnnkit.trainer import TrainConfig, Trainer
+from rnnkit.training.trainer import TrainConfig, Trainer
 
 
 def make_trainer(tmp_path, cell="lstm", **config):
@@ -170,7 +170,7 @@ def test_ema_run_resumes_exactly(tmp_path):
 
 
 def test_allocator_tuning_is_on_for_cpu_training_and_can_be_turned_off():
-    code = "from rnnkit import allocator; print(allocator.keep_freed_memory())"
+    code = "from rnnkit.training import allocator; print(allocator.keep_freed_memory())"
     on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "RNNKIT_MALLOC_TUNING": "0"}).stdout.strip()

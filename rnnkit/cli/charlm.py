@@ -21,7 +21,7 @@ def register(sub) -> None:
     g.add_argument("--hidden", type=positive_int, help="hidden units per layer (default by budget: 256 or 512)")
     g.add_argument("--layers", type=positive_int, help="stacked layers (default 2)")
     g.add_argument("--init", choices=["default", "orthogonal", "identity", "forget1", "chrono"],
-                   help="initialisation of the recurrent layers (see rnnkit.init)")
+                   help="initialisation of the recurrent layers (see rnnkit.nn.init)")
     g.add_argument("--dropout", type=fraction,
                    help="dropout between layers and before the output (default by budget: 0 or 0.2)")
     g = t.add_argument_group("data")
@@ -88,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if out is None and args.resume is None:
         name = Path(args.corpus[0]).stem if args.corpus else "stdlib"
         out = str(Path("runs") / (name or "corpus"))
-    from .. import distributed
+    from ..training import distributed
 
     model, result = train(args.corpus or None, out=out, resume=args.resume, **options)
     if distributed.rank() != 0:  # under torchrun the first process reports for all
@@ -124,7 +124,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from ..data import read_text, resolve_corpus
+    from ..data.text import read_text, resolve_corpus
     from ..tasks.charlm import CharLM
 
     model = CharLM.load(args.run, args.checkpoint, device=args.device)

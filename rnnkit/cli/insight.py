@@ -60,7 +60,7 @@ def register(sub) -> None:
     m.add_argument("--cell", nargs="+", default=None, metavar="CELL[:INIT]",
                    help="rnn, rnn_relu, lstm or gru, optionally with an init (lstm:chrono); several with "
                    "--sweep (default lstm, or rnn lstm gru with --sweep)")
-    m.add_argument("--init", choices=INITS, default="default", help="initialisation (see rnnkit.init)")
+    m.add_argument("--init", choices=INITS, default="default", help="initialisation (see rnnkit.nn.init)")
     m.add_argument("--hidden", type=positive_int, default=64, help="hidden units (default 64)")
     m.add_argument("--batch-size", type=positive_int, default=64)
     m.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate (default 3e-3)")
@@ -141,7 +141,7 @@ def cmd_longlag(args: argparse.Namespace) -> None:
 
 
 def cmd_neurons(args: argparse.Namespace) -> None:
-    from ..data import read_corpus
+    from ..data.text import read_corpus
     from ..inspect.neurons import default_out, format_matches, neurons
 
     text = read_corpus([args.text], args.encoding)[: args.max_chars]

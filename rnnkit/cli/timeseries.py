@@ -136,7 +136,7 @@ TRAIN_KEYS = ["lr", "weight_decay", "ema", "max_time", "max_steps", "epochs", "s
 
 def _resolve(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, Any], str]:
     """The data, the loading options, the preset for a built-in dataset, and a name for the run."""
-    from .. import timeseries as ts
+    from ..data import timeseries as ts
 
     if args.data and args.dataset:
         raise RnnkitError("give a data file or --dataset, not both")
@@ -228,7 +228,7 @@ def cmd_backtest(args: argparse.Namespace) -> None:
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
-    from .. import timeseries as ts
+    from ..data import timeseries as ts
     from ..tasks.anomaly import Detector
 
     series = ts.load_series(args.data, args.value, time_col=args.time_col, fill=args.fill, regular=False)

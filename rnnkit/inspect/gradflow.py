@@ -27,15 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..cells import gru_gates_step, lstm_gates_step, rnn_step
-from ..checkpoint import load_checkpoint
-from ..data import Vocab, read_corpus
+from ..data.text import Vocab, read_corpus
 from ..errors import RnnkitError
-from ..init import SCHEMES, spectral_radius
-from ..layers import RecurrentLayer
-from ..monitor import save_figure
+from ..nn.cells import gru_gates_step, lstm_gates_step, rnn_step
+from ..nn.init import SCHEMES, spectral_radius
+from ..nn.layers import RecurrentLayer
+from ..plotting import new_figure, save_figure
 from ..tasks.charlm import LAYERS, CharLM, ModelConfig, checkpoint_path
-from ..trainer import checkpoint_meta
+from ..training.checkpoint import load_checkpoint
+from ..training.trainer import checkpoint_meta
 
 HORIZON_RATIO = 1e-3  # the horizon is where the norm falls below this share of its value at t = T
 
@@ -294,12 +294,8 @@ def format_table(results: Sequence[GradFlow]) -> str:
 
 def plot_gradflow(results: Sequence[GradFlow], path: str | Path, title: str = "") -> None:
     """Norm relative to its value at t = T against steps back, log scale, one line per configuration."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=100)
+    fig, ax = new_figure(figsize=(7.5, 4.5), dpi=100)
     for r in results:
         rel = r.norms / r.norms[0] if r.norms[0] > 0 else r.norms
         ax.plot(np.arange(len(rel)), np.where(rel > 0, rel, np.nan), lw=1.6,

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write, atomic_write_text
 from ..errors import RnnkitError
+from ..io import atomic_write_text
+from ..plotting import new_figure, save_figure
 from ..tasks.charlm import CharLM
 from .gradflow import unroll
 
@@ -252,10 +253,6 @@ def render_html(rec: Recording, unit: str, path: str | Path, label: str = "") ->
 def render_png(rec: Recording, unit: str, path: str | Path, max_chars: int = 1200, width: int = 90,
                label: str = "") -> None:
     """The first ``max_chars`` characters as a grid of coloured cells: by ``unit``, and by confidence."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     text = rec.text[:max_chars]
     cells: list[tuple[int, int]] = []
@@ -268,7 +265,7 @@ def render_png(rec: Recording, unit: str, path: str | Path, max_chars: int = 120
     rows = row + 1
     panels = [(_unit_colours(rec.unit(unit))[: len(text)], f"unit {unit}{label}"),
               (_confidence_colours(rec.confidence)[: len(text)], "prediction confidence (green sure, red surprised)")]
-    fig, axes = plt.subplots(2, 1, figsize=(width * 0.1, 2 * (rows * 0.17 + 0.5)), dpi=90)
+    fig, axes = new_figure(2, 1, figsize=(width * 0.1, 2 * (rows * 0.17 + 0.5)), dpi=90)
     for ax, (rgba, title) in zip(axes, panels, strict=True):
         image = np.ones((rows, width, 4))
         for (r, c), colour in zip(cells, rgba, strict=True):
@@ -280,10 +277,7 @@ def render_png(rec: Recording, unit: str, path: str | Path, max_chars: int = 120
         ax.set_title(title, fontsize=9, loc="left")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-
+    save_figure(fig, path)
 
 def default_out(run: str | Path) -> Path:
     """``<run>/neurons``: next to the model it describes."""

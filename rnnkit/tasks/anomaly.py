@@ -17,7 +17,7 @@ anomalous point and sequence) unless fixed. Each timestamp gets a score in [0, 1
 exactly at the threshold and approaches 1 far above it; runs of flagged points, merged
 across short gaps, are the anomaly windows.
 
-The network is trained by the shared :class:`rnnkit.trainer.Trainer`, on data assumed mostly
+The network is trained by the shared :class:`rnnkit.training.trainer.Trainer`, on data assumed mostly
 normal (for example the first part of a stream). :meth:`Detector.update` feeds one value at
 a time and returns its score, the same number :meth:`Detector.score` gives for it in a batch.
 """
@@ -37,9 +37,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .. import timeseries as ts
+from ..data import timeseries as ts
 from ..errors import RnnkitError
-from ..trainer import TrainConfig, Trainer, TrainResult
+from ..plotting import new_figure, save_figure
+from ..training.trainer import TrainConfig, Trainer, TrainResult
 from .forecast import LAYERS, TRAIN_FIELDS, ForecastNet, ForecastTask, NetConfig, Windows, torch_threads
 
 METHODS = ("prediction", "reconstruction")
@@ -164,7 +165,7 @@ class Detector:
     deviations (None: Telemanom's choice, refreshed every ``refresh`` points); ``min_gap``:
     flagged runs closer than this merge into one window; ``suppress``: after an alarm, no new alarm
     for this many points. Training options are those of
-    :class:`rnnkit.trainer.TrainConfig` (default budget: 300 steps or 30 s).
+    :class:`rnnkit.training.trainer.TrainConfig` (default budget: 300 steps or 30 s).
     """
 
     def __init__(self, method: str = "prediction", window: int = 32, hidden: int = 32, layers: int = 1,
@@ -358,16 +359,9 @@ class Detector:
 
     def plot(self, scores: pd.DataFrame, path: str | Path, title: str = "") -> None:
         """The series with its flagged windows shaded, and the score below it."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from ..checkpoint import atomic_write
-
         t = scores[self.time_col]
-        fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 5), dpi=110, sharex=True,
-                                     gridspec_kw={"height_ratios": [2, 1]})
+        fig, (a1, a2) = new_figure(2, 1, figsize=(10, 5), dpi=110, sharex=True,
+                                   gridspec_kw={"height_ratios": [2, 1]})
         a1.plot(t, scores[self.value_col], lw=0.8, color="black")
         for _, w in anomaly_windows(scores, self.min_gap, self.time_col).iterrows():
             a1.axvspan(w["start"], w["end"], color="red", alpha=0.25)
@@ -379,10 +373,7 @@ class Detector:
         a2.set_ylim(0, 1.02)
         for a in (a1, a2):
             a.grid(alpha=0.3)
-        fig.tight_layout()
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-        plt.close(fig)
-
+        save_figure(fig, path)
 
 def anomaly_windows(scores: pd.DataFrame, min_gap: int = 5, time_col: str = "timestamp") -> pd.DataFrame:
     """Runs of ``anomaly`` rows, merged when fewer than ``min_gap`` rows apart."""

@@ -14,9 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import distributed
-from ..checkpoint import load_checkpoint
-from ..data import (
+from ..data.text import (
     StreamBatcher,
     Vocab,
     default_corpus_files,
@@ -26,10 +24,13 @@ from ..data import (
     tokenize_to_file,
 )
 from ..errors import RnnkitError
-from ..init import init_recurrent
-from ..layers import GRU, LSTM, RNN
-from ..sampling import SAMPLE_PRECISIONS, StepGenerator
-from ..trainer import (
+from ..io import write_json
+from ..nn.init import init_recurrent
+from ..nn.layers import GRU, LSTM, RNN
+from ..nn.stepping import SAMPLE_PRECISIONS, StepGenerator
+from ..training import distributed
+from ..training.checkpoint import load_checkpoint
+from ..training.trainer import (
     TrainConfig,
     Trainer,
     TrainResult,
@@ -37,7 +38,6 @@ from ..trainer import (
     load_trainer_config,
     resolve_device,
     resolve_precision,
-    write_json,
 )
 
 LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "rnn_relu": RNN}
@@ -52,7 +52,7 @@ class ModelConfig:
     hidden: int = 512
     layers: int = 2
     dropout: float = 0.0
-    init: str = "default"  # see rnnkit.init: default, orthogonal, identity, forget1, chrono
+    init: str = "default"  # see rnnkit.nn.init: default, orthogonal, identity, forget1, chrono
     vocab_size: int = 0
 
     def validate(self) -> None:
@@ -298,7 +298,7 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     """Train a character model; the Python face of ``rnnkit train``.
 
     ``options`` are the fields of :class:`ModelConfig`, :class:`DataConfig` and
-    :class:`rnnkit.trainer.TrainConfig` (``cell``, ``hidden``, ``seq_len``, ``lr``,
+    :class:`rnnkit.training.trainer.TrainConfig` (``cell``, ``hidden``, ``seq_len``, ``lr``,
     ``max_time``, ...). With ``resume``, training continues a run exactly where it stopped;
     only the budget (and device) may be changed then.
     """

@@ -18,7 +18,7 @@ own (optionally after a log), and each window is also re-centred on its own mean
 (``window_norm``), so levels never seen in training (a trend) are still in range; both are
 undone on output.
 
-Training runs on the shared :class:`rnnkit.trainer.Trainer` through :class:`ForecastTask`, so
+Training runs on the shared :class:`rnnkit.training.trainer.Trainer` through :class:`ForecastTask`, so
 budgets, schedule, clipping, the metrics log, the loss plot and checkpoints are the same as for
 every rnnkit task.
 """
@@ -41,11 +41,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .. import timeseries as ts
-from ..checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from ..data import timeseries as ts
 from ..errors import RnnkitError
-from ..layers import GRU, LSTM, RNN
-from ..trainer import TrainConfig, Trainer, TrainResult, checkpoint_meta, write_json
+from ..io import write_json
+from ..nn.layers import GRU, LSTM, RNN
+from ..plotting import new_figure, save_figure
+from ..training.checkpoint import load_checkpoint, save_checkpoint
+from ..training.trainer import TrainConfig, Trainer, TrainResult, checkpoint_meta
 
 LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 MODES = ("direct", "autoregressive")
@@ -197,7 +199,7 @@ def _cat_windows(parts: list[Windows]) -> Windows:
 
 
 class ForecastTask:
-    """Minibatches of forecast windows for the shared :class:`~rnnkit.trainer.Trainer`.
+    """Minibatches of forecast windows for the shared :class:`~rnnkit.training.trainer.Trainer`.
 
     Each epoch visits every training window once in an order drawn from ``seed`` and the epoch
     number, so the batch at any step is known from the step alone: exact resume needs no state.
@@ -294,14 +296,9 @@ class BacktestResult:
 
     def plot(self, path: str | Path, title: str = "") -> None:
         """History, the model's forecasts with their interval, and the baselines (first series, target)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         f, h = self.first_series()
         f = f[f["step"] == self.horizon]  # one line: the horizon-th step of every forecast
-        fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+        fig, ax = new_figure(figsize=(9, 4.5), dpi=110)
         ax.plot(h["time"], h["actual"], color="black", lw=1.2, label="actual")
         if "model_lower" in f and f["model_lower"].notna().any():
             ax.fill_between(f["time"], f["model_lower"], f["model_upper"], color="tab:blue", alpha=0.2,
@@ -313,10 +310,7 @@ class BacktestResult:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.autofmt_xdate()
-        fig.tight_layout()
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-        plt.close(fig)
-
+        save_figure(fig, path)
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
@@ -332,7 +326,7 @@ class Forecaster:
     or ``"mse"``; ``interval``: coverage of the prediction interval (default 0.9). ``log``: model
     log(values), for multiplicative seasonality. ``calendar``: add calendar features of the
     data's frequency as known-ahead covariates. Training options (``lr``, ``max_time``,
-    ``max_steps``, ``epochs``, ``seed``, ...) are those of :class:`rnnkit.trainer.TrainConfig`;
+    ``max_steps``, ``epochs``, ``seed``, ...) are those of :class:`rnnkit.training.trainer.TrainConfig`;
     with no budget, 60 s or 3000 steps, whichever comes first. ``out``: run folder (metrics,
     loss plot, checkpoints); a temporary one if not given (use :meth:`save` to keep it).
     """

@@ -11,7 +11,7 @@
 
 The information that matters is ``T`` steps behind the answer, so these tasks measure the
 reach of gradient-based learning through time directly: a cell whose gradients vanish over
-``T`` steps stays at the baseline. Training uses the shared :class:`rnnkit.trainer.Trainer`
+``T`` steps stays at the baseline. Training uses the shared :class:`rnnkit.training.trainer.Trainer`
 with fresh random sequences every step (no data set to overfit) and fixed validation and
 test sets.
 """
@@ -26,14 +26,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from matplotlib.ticker import NullFormatter
 from torch import Tensor, nn
 
-from ..checkpoint import atomic_write, load_checkpoint
 from ..errors import RnnkitError
-from ..init import init_recurrent
-from ..layers import GRU, LSTM, RNN
-from ..monitor import save_figure
-from ..trainer import TrainConfig, Trainer, write_json
+from ..io import atomic_write, write_json
+from ..nn.init import init_recurrent
+from ..nn.layers import GRU, LSTM, RNN
+from ..plotting import new_figure, save_figure
+from ..training.checkpoint import load_checkpoint
+from ..training.trainer import TrainConfig, Trainer
 
 PROBLEMS = ("adding", "copy")
 CELLS = {"rnn": RNN, "rnn_relu": RNN, "lstm": LSTM, "gru": GRU}
@@ -300,12 +302,8 @@ def format_sweep(results: Sequence[LongLagResult]) -> str:
 
 def plot_sweep(results: Sequence[LongLagResult], path: str | Path) -> None:
     """Test metric against T, one line per cell, with the memoryless baseline dashed."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=100)
+    fig, ax = new_figure(figsize=(6.5, 4.2), dpi=100)
     by_cell: dict[str, list[LongLagResult]] = {}
     for r in results:
         by_cell.setdefault(f"{r.cell}" + (f":{r.init}" if r.init != "default" else ""), []).append(r)
@@ -319,7 +317,7 @@ def plot_sweep(results: Sequence[LongLagResult], path: str | Path) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(lengths, [str(t) for t in lengths])
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("T (steps between the information and the answer)")
     ax.set_ylabel(results[0].metric_name if results else "test metric")
     ax.set_title(f"{results[0].problem if results else ''} problem: test metric vs T")

@@ -31,11 +31,12 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from ..errors import RnnkitError
+from ..plotting import plot_curves
 from . import distributed
 from .allocator import keep_freed_memory
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from .errors import RnnkitError
-from .monitor import MetricsLog, Progress, Stopwatch, plot_curves, read_metrics
+from .checkpoint import load_checkpoint, save_checkpoint
+from .monitor import MetricsLog, Progress, Stopwatch, read_metrics
 
 
 class Task(Protocol):
@@ -161,7 +162,7 @@ class Trainer:
         self.device = next(task.model.parameters()).device
         self.precision = resolve_precision(config.precision, self.device)
         if self.device.type == "cpu":
-            keep_freed_memory()  # no page faults on each step's fresh activations (rnnkit/allocator.py)
+            keep_freed_memory()  # no page faults on each step's fresh activations (rnnkit/training/allocator.py)
         # fused: the whole update in one kernel per parameter group instead of several passes
         # over the weights; on CPU an update of a 2x512 LSTM took 1.4 ms against 10.6 ms for
         # foreach and 13 ms for torch's default loop (2 threads)
@@ -438,10 +439,6 @@ class Trainer:
             plot_curves(records, self.run_dir / "loss.png", title=self.run_dir.name,
                         panels=[(("train_loss", "val_loss"), "loss (nats)", False),
                                 (("grad_norm",), "gradient norm", True)])
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def load_trainer_config(state: dict[str, Any]) -> TrainConfig:

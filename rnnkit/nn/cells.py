@@ -3,7 +3,7 @@
 A cell maps one input step and the previous state to the next state. Parameter names,
 shapes and gate order match ``torch.nn.RNNCell``, ``torch.nn.LSTMCell`` and
 ``torch.nn.GRUCell``, so a ``state_dict`` loads either way. The ``*_step`` functions hold
-the maths; the layers in :mod:`rnnkit.layers` call them in their time loop.
+the maths; the layers in :mod:`rnnkit.nn.layers` call them in their time loop.
 """
 
 from __future__ import annotations

@@ -190,7 +190,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gru_kernels",
-                                    "Fused element-wise GRU steps for rnnkit.gru_sequence (addresses in, no tensors).",
+                                    "Fused element-wise GRU steps for rnnkit.nn.gru_sequence (addresses in, no tensors).",
                                     -1, methods};
 
 PyMODINIT_FUNC PyInit__gru_kernels(void) { return PyModule_Create(&module); }

@@ -10,37 +10,16 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import RnnkitError
+from ..errors import RnnkitError
+from ..io import atomic_write
 
 FORMAT = "rnnkit-checkpoint-1"
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)``, then rename onto ``path``: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; give them the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -55,14 +34,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise RnnkitError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # random bytes can look like an odd pickle protocol
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(e))
         if found is None:
             raise RnnkitError(f"{path} is not a readable checkpoint (corrupt or truncated)") from None
         raise RnnkitError(f"{path} was refused: it holds a pickled object ({found.group(1)}) that could "
                           "run code, and rnnkit loads weights only") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - damaged bytes fail inside the unpickler in many ways
         raise RnnkitError(f"{path} is not a readable checkpoint (corrupt or truncated): "
                           f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import RnnkitError
+from ..errors import RnnkitError
 
 UNKNOWN = "\ufffd"  # stands for characters outside a capped vocabulary
 
@@ -260,7 +260,7 @@ def tokenize_to_file(files: Sequence[Path], path: str | os.PathLike, encoding: s
     Two passes over the files (count characters, then encode), 16 MiB at a time, so memory
     stays flat whatever the corpus size. The file is written to a temporary name and renamed.
     """
-    from .checkpoint import atomic_write
+    from ..io import atomic_write
 
     if vocab is None:
         vocab = Vocab.from_counts(count_chars(iter_corpus_text(files, encoding, utf8_bytes=True)), max_vocab)

@@ -8,7 +8,7 @@ below; the backward pass, derived by hand below, does one product and its own el
 work per step, and leaves the weight gradients to three large products over all steps at
 once, which is where bf16 matrix units (AMX) pay off.
 
-Each step's element-wise work runs in one C pass (``rnnkit/_gru_kernels.c``, an optional
+Each step's element-wise work runs in one C pass (``rnnkit/nn/_gru_kernels.c``, an optional
 extension that ``pip install`` builds where there is a C compiler) for float32 states; where
 the extension is missing, for other dtypes, or with ``RNNKIT_C_KERNELS=0``, the same steps run
 as torch ops (a dozen small ops per step). Training is 1.1-1.6x ``nn.GRU``'s speed at the

@@ -17,14 +17,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import RnnkitError
+from ..errors import RnnkitError
 
 SCHEMES = ("default", "orthogonal", "identity", "forget1", "chrono")
 
 
 @torch.no_grad()
 def init_recurrent(layer: nn.Module, scheme: str = "default", t_max: int = 100) -> None:
-    """Re-initialise a :class:`rnnkit.layers.RecurrentLayer` in place with ``scheme``."""
+    """Re-initialise a :class:`rnnkit.nn.layers.RecurrentLayer` in place with ``scheme``."""
     if scheme not in SCHEMES:
         raise RnnkitError(f"--init must be one of {', '.join(SCHEMES)}, not {scheme!r}")
     layer.reset_parameters()

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import RnnkitError
+from ..errors import RnnkitError
 
 FILL_POLICIES = ("fail", "ffill", "interpolate")
 TIME_NAMES = ("timestamp", "time", "date", "datetime", "ds", "month", "week", "year", "period")

@@ -1,4 +1,4 @@
-"""rnnkit.data: reading text files and corpora, the character vocabulary, and stream batches."""
+"""rnnkit.data.text: reading text files and corpora, the character vocabulary, and stream batches."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit import data
-from rnnkit.data import StreamBatcher, Vocab, read_corpus, read_text, resolve_corpus
+from rnnkit.data import text as data
+from rnnkit.data.text import StreamBatcher, Vocab, read_corpus, read_text, resolve_corpus
 from rnnkit.errors import RnnkitError
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared/data/text/tinyshakespeare.txt"
@@ -361,7 +361,7 @@ def test_split_tokens():
 
 
 def test_encode_ascii_text_with_a_wide_vocabulary():
-    from rnnkit.data import Vocab as V
+    from rnnkit.data.text import Vocab as V
     v = V.from_text("abc\u201c\u201d")  # curly quotes make code points past 255
     assert v.decode(v.encode("cab")) == "cab"
     assert v.decode(v.encode("a\u201cb\u201d")) == "a\u201cb\u201d"

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from .data import Vocab
-    from .tasks.charlm import CharLM
+    from ..data.text import Vocab
+    from ..tasks.charlm import CharLM
 
 
 class Int8Weight:

@@ -7,9 +7,9 @@ shapes, and input/state conventions are those of ``torch.nn.RNN/LSTM/GRU``; a
 - ``impl="fused"`` calls torch's fused kernels (oneDNN on CPU, cuDNN on GPU), as
   ``torch.nn.LSTM`` does: the fast path. torch has no fused GRU kernel on CPU, so there a GRU
   runs each layer as one whole-sequence node with a hand-derived backward and each step's
-  element-wise work in one C pass (:mod:`rnnkit.gru_sequence`), 1.1-1.6x ``torch.nn.GRU``'s
+  element-wise work in one C pass (:mod:`rnnkit.nn.gru_sequence`), 1.1-1.6x ``torch.nn.GRU``'s
   training speed, fp32 or bf16 (BENCHMARKS.md).
-- ``impl="loop"`` runs the cells' equations from :mod:`rnnkit.cells` step by step: the
+- ``impl="loop"`` runs the cells' equations from :mod:`rnnkit.nn.cells` step by step: the
   readable path, and the one to change when experimenting with a cell.
 
 ``impl="auto"`` (the default) takes the fused path unless ``loop`` is needed.
@@ -162,7 +162,7 @@ class RecurrentLayer(nn.Module):
         return output, ((h, torch.stack(final_c)) if is_lstm else h)
 
     def _gru_sequence_direction(self, x: Tensor, h: Tensor, layer: int, direction: int) -> tuple[Tensor, Tensor]:
-        """CPU GRU: one layer and direction as one whole-sequence node (:mod:`rnnkit.gru_sequence`)."""
+        """CPU GRU: one layer and direction as one whole-sequence node (:mod:`rnnkit.nn.gru_sequence`)."""
         return gru_sequence(x, h, *self.layer_weights(layer, direction), reverse=direction == 1)
 
     def _run_direction(self, x: Tensor, state: State, layer: int, direction: int
