@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PlainCharModel, machine, table  # noqa: E402
 
 from rnnkit.data.text import Vocab  # noqa: E402
-from rnnkit.nn.stepping import Int8Weight, StepGenerator, default_sample_dtype  # noqa: E402
+from rnnkit.nn.stepping import StepGenerator, default_sample_dtype  # noqa: E402
 from rnnkit.tasks.charlm import CharLM, ModelConfig  # noqa: E402
 
 VOCAB = Vocab([chr(c) for c in range(32, 97)])  # 65 characters, as tiny-shakespeare
@@ -69,12 +69,8 @@ def main() -> None:
     model = CharLM(ModelConfig(hidden=hidden, layers=layers, vocab_size=len(VOCAB)), VOCAB).eval()
     model.sample(20, seed=0)  # warm up
     naive = naive_rate(hidden, layers, length // 3)
-    gen = StepGenerator(model, torch.bfloat16)
-    weight_bytes = sum(w.numel() * w.element_size() for layer in gen.layers for w in layer if w.dim() == 2)
-    weight_bytes += gen.head_w.numel() * gen.head_w.element_size()
-    int8_gen = StepGenerator(model, torch.int8)
-    int8_bytes = sum(w.nbytes() for layer in int8_gen.layers for w in layer if isinstance(w, Int8Weight))
-    int8_bytes += int8_gen.head_w.numel() * int8_gen.head_w.element_size()
+    weight_bytes = StepGenerator(model.embed, model.rnn, model.head, torch.bfloat16).weight_bytes()
+    int8_bytes = StepGenerator(model.embed, model.rnn, model.head, torch.int8).weight_bytes()
     bandwidth = copy_bandwidth()
     rows = []
     for precision, nbytes in (("bf16", weight_bytes), ("int8", int8_bytes)):

@@ -78,9 +78,9 @@ def test_step_generator_equals_the_full_model(cell, dtype, tol, hidden):
     ids = torch.randint(0, 11, (4, 9))
     with torch.no_grad():
         full, _ = model(ids)
-        gen = StepGenerator(model, dtype)
-        hs, cs, _ = gen.prime_state(ids[0, :1], 4)
-        steps = torch.stack([gen.step(ids[:, t], hs, cs) for t in range(9)], 1)
+        gen = StepGenerator(model.embed, model.rnn, model.head, dtype)
+        states, _ = gen.prime_state(ids[0, :1], 4)
+        steps = torch.stack([gen.step(ids[:, t], states) for t in range(9)], 1)
     torch.testing.assert_close(steps, full, atol=tol, rtol=tol)
 
 

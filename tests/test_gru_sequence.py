@@ -13,7 +13,7 @@ from torch import nn
 
 import rnnkit
 import rnnkit.nn.gru_sequence as gru_seq_module
-from rnnkit.nn.gru_sequence import GRUSequence, gru_sequence
+from rnnkit.nn.gru_sequence import GRUSequence
 
 
 def weights(inp=3, hidden=4, dtype=torch.float64, seed=0):
@@ -41,16 +41,6 @@ def test_gradient_through_only_one_output(use):
         (out.sum() if use == "outputs" else last.pow(2).sum()).backward()
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
     torch.testing.assert_close(grads[0], grads[1])
-
-
-def test_reverse_direction_is_the_flipped_sequence():
-    x = torch.randn(5, 2, 3, dtype=torch.float64)
-    h0 = torch.zeros(2, 4, dtype=torch.float64)
-    w = weights()
-    out, last = gru_sequence(x, h0, *w, reverse=True)
-    out_f, last_f = gru_sequence(x.flip(0), h0, *w)
-    torch.testing.assert_close(out, out_f.flip(0))
-    torch.testing.assert_close(last, last_f)
 
 
 def test_bf16_autocast_close_to_torch():

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 import rnnkit
+import rnnkit.nn.layers
+from rnnkit.nn.cells import CELLS
 
 INPUT, HIDDEN, T, B = 5, 7, 6, 3
 TOL = {"atol": 1e-5, "rtol": 1e-5}
@@ -290,3 +292,19 @@ def test_initial_state_shape(mode):
         assert not p.any()
     if len(parts) == 2:
         assert parts[0].data_ptr() != parts[1].data_ptr()
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_unrolled_forward_equals_the_layer(cell):
+    """unroll keeps every step's state as a graph node and gives the layer's own output and final state."""
+    torch.manual_seed(0)
+    layer = rnnkit.nn.layers.make_layer(cell, INPUT, HIDDEN, 2, batch_first=True).double()
+    x = torch.randn(3, 9, INPUT, dtype=torch.float64)
+    state = tuple(torch.randn_like(s) for s in as_tuple(layer.initial_state(3, dtype=torch.float64)))
+    state = state if len(state) > 1 else state[0]
+    out, final = layer(x, state)
+    un = layer.unroll(x, state)
+    torch.testing.assert_close(un.output(), out.transpose(0, 1))
+    assert un.names == layer.cell.state_names
+    for i, name in enumerate(un.names):
+        torch.testing.assert_close(torch.stack([un.part(name, k)[-1] for k in range(2)]), as_tuple(final)[i])

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import RnnkitError
+from ..nn.cells import cell_names
 from . import fraction, positive_float, positive_int
 
 
@@ -17,7 +18,7 @@ def register(sub) -> None:
     t.add_argument("--out", help="run folder (default: runs/<corpus name>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
     g = t.add_argument_group("model")
-    g.add_argument("--cell", choices=["lstm", "gru", "rnn", "rnn_relu"], help="recurrent cell (default lstm)")
+    g.add_argument("--cell", choices=cell_names(), help="recurrent cell (default lstm)")
     g.add_argument("--hidden", type=positive_int, help="hidden units per layer (default by budget: 256 or 512)")
     g.add_argument("--layers", type=positive_int, help="stacked layers (default 2)")
     g.add_argument("--init", choices=["default", "orthogonal", "identity", "forget1", "chrono"],

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RnnkitError
+from ..nn.cells import cell_names
 from . import fraction, positive_float, positive_int
 
 # per built-in dataset: the options a user gets unless given (the benchmark's settings)
@@ -47,7 +48,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--horizon", type=int, help="steps to forecast (default: the dataset's, else required)")
     g.add_argument("--input-len", type=positive_int, help="input window (default: 2 seasons or 2 horizons)")
     g.add_argument("--mode", choices=["direct", "autoregressive"], help="default direct")
-    g.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="default lstm (gru for the built-in airline)")
+    g.add_argument("--cell", choices=cell_names(), help="default lstm (gru for the built-in airline)")
     g.add_argument("--hidden", type=positive_int, help="hidden units (default 64)")
     g.add_argument("--layers", type=positive_int, help="stacked layers (default 1)")
     g.add_argument("--dropout", type=fraction, help="default 0")

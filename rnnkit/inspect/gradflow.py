@@ -8,8 +8,8 @@ step; when those shrink vectors the norm decays geometrically with the distance 
 when they stretch them it grows geometrically (exploding gradients). Gated cells (LSTM, GRU)
 have an additive path through their state and keep the gradient alive far longer.
 
-The fused kernels do not expose the per-step states, so :func:`unroll` re-runs a layer step
-by step with the cells' own step functions and the layer's own weights; every ``h_t`` is then
+The fused kernels do not expose the per-step states, so ``RecurrentLayer.unroll`` re-runs a
+layer step by step with its cell's own step and the layer's own weights; every ``h_t`` is then
 a node of the autograd graph and one backward pass gives all the gradients at once.
 """
 
@@ -29,73 +29,14 @@ from torch import Tensor
 
 from ..data.text import Vocab, read_corpus
 from ..errors import RnnkitError
-from ..nn.cells import gru_gates_step, lstm_gates_step, rnn_step
+from ..nn.cells import CELLS
 from ..nn.init import SCHEMES, spectral_radius
-from ..nn.layers import RecurrentLayer
 from ..plotting import new_figure, save_figure
-from ..tasks.charlm import LAYERS, CharLM, ModelConfig, checkpoint_path
+from ..tasks.charlm import CharLM, ModelConfig, checkpoint_path
 from ..training.checkpoint import load_checkpoint
 from ..training.trainer import checkpoint_meta
 
 HORIZON_RATIO = 1e-3  # the horizon is where the norm falls below this share of its value at t = T
-
-
-@dataclass
-class Unrolled:
-    """Per-step states of every layer: ``h[layer][t]`` is ``(B, H)``; ``c`` likewise for an LSTM, else None."""
-
-    h: list[list[Tensor]]
-    c: list[list[Tensor]] | None
-
-    def output(self) -> Tensor:
-        """The top layer's outputs stacked over time, ``(T, B, H)``: what the layer itself returns."""
-        return torch.stack(self.h[-1])
-
-
-def unroll(rnn: RecurrentLayer, x: Tensor, state: Any = None) -> Unrolled:
-    """Run ``rnn`` step by step on ``x`` (``(T, B, I)``, or ``(B, T, I)`` if ``rnn.batch_first``).
-
-    Uses the layer's weights (``layer_weights``) and the cells' step functions, so the result
-    equals ``rnn(x, state)`` in eval mode (dropout between layers is not applied), but every
-    intermediate state is kept and differentiable. ``state`` is as for the layer (zeros if None).
-    """
-    if rnn.bidirectional:
-        raise RnnkitError("gradient flow and neuron recording need a unidirectional layer")
-    if x.dim() != 3:
-        raise RnnkitError(f"unroll expects a 3-D batched input, got {x.dim()}-D")
-    x = x.transpose(0, 1) if rnn.batch_first else x
-    steps, batch = x.shape[0], x.shape[1]
-    is_lstm = rnn.mode == "lstm"
-    if state is None:
-        state = rnn.initial_state(batch, x.device, x.dtype)
-    h0, c0 = state if is_lstm else (state, None)
-    all_h: list[list[Tensor]] = []
-    all_c: list[list[Tensor]] | None = [] if is_lstm else None
-    layer_in = x
-    for k in range(rnn.num_layers):
-        w_ih, w_hh, *biases = rnn.layer_weights(k)
-        b_ih, b_hh = biases if biases else (None, None)
-        h, c = h0[k], (c0[k] if is_lstm else None)
-        hs, cs = [], []
-        if rnn.mode.startswith("rnn"):
-            act = rnn.mode[4:]
-            for t in range(steps):
-                h = rnn_step(layer_in[t], h, w_ih, w_hh, b_ih, b_hh, act)
-                hs.append(h)
-        else:
-            xw = F.linear(layer_in, w_ih, b_ih)
-            for t in range(steps):
-                if is_lstm:
-                    h, c = lstm_gates_step(xw[t], h, c, w_hh, b_hh)
-                    cs.append(c)
-                else:
-                    h = gru_gates_step(xw[t], h, w_hh, b_hh)
-                hs.append(h)
-        all_h.append(hs)
-        if all_c is not None:
-            all_c.append(cs)
-        layer_in = torch.stack(hs)
-    return Unrolled(all_h, all_c)
 
 
 def hidden_grad_norms(model: CharLM, inputs: Tensor, targets: Tensor, layer: int = -1,
@@ -107,9 +48,9 @@ def hidden_grad_norms(model: CharLM, inputs: Tensor, targets: Tensor, layer: int
     own states only, so the gradient of their sum gives every window's own gradient.
     ``layer`` picks which layer's hidden state (default the top one).
     """
-    un = unroll(model.rnn, model.embed(inputs), state)
-    hs = un.h[layer]
-    logits = model.head(un.h[-1][-1])
+    un = model.rnn.unroll(model.embed(inputs), state)
+    hs = un.part("h", layer)
+    logits = model.head(hs[-1] if layer in (-1, model.rnn.num_layers - 1) else un.part("h", -1)[-1])
     loss = F.cross_entropy(logits, targets, reduction="sum")
     grads = torch.autograd.grad(loss, hs)
     return torch.stack([g.norm(dim=-1) for g in grads]).flip(0)
@@ -173,7 +114,9 @@ def measure(model: CharLM, tokens: np.ndarray, length: int = 200, windows: int =
     norms = hidden_grad_norms(model, inputs, targets, layer, state).mean(dim=1).numpy()
     slope, horizon = summarise(norms)
     k = layer % model.rnn.num_layers
-    radius = spectral_radius(model.rnn.layer_weights(k)[1], model.rnn.hidden_size)
+    recurrent = model.rnn.cell.recurrent_weight  # None for cells whose gates read the input only
+    radius = (spectral_radius(model.rnn.layer_weights(k)[recurrent], model.rnn.hidden_size) if recurrent
+              else math.nan)
     return GradFlow(label or model.config.cell, norms, slope, horizon, radius, windows,
                     {"grad_norm_T": float(norms[0]), "layer": k})
 
@@ -199,8 +142,8 @@ class Spec:
                 spec.scale = float(parts[2])
             except ValueError:
                 raise RnnkitError(f"bad scale in {text!r}: expected a number") from None
-        if spec.cell not in LAYERS:
-            raise RnnkitError(f"unknown cell {spec.cell!r} in {text!r}: one of {', '.join(LAYERS)}")
+        if spec.cell not in CELLS:
+            raise RnnkitError(f"unknown cell {spec.cell!r} in {text!r}: one of {', '.join(CELLS)}")
         if spec.init not in SCHEMES:
             raise RnnkitError(f"unknown init {spec.init!r} in {text!r}: one of {', '.join(SCHEMES)}")
         if not spec.scale > 0:
@@ -224,8 +167,11 @@ def build_untrained(spec: Spec, vocab_size: int, hidden: int, layers: int, seed:
                                vocab_size=vocab_size))
     if spec.scale != 1.0:
         with torch.no_grad():
+            recurrent = model.rnn.cell.recurrent_weight
+            if recurrent is None:
+                raise RnnkitError(f"--cell {spec.cell} has no recurrent weight matrix to scale")
             for k in range(model.rnn.num_layers):
-                model.rnn.layer_weights(k)[1].mul_(spec.scale)
+                model.rnn.layer_weights(k)[recurrent].mul_(spec.scale)
     return model.eval()
 
 
@@ -312,5 +258,5 @@ def plot_gradflow(results: Sequence[GradFlow], path: str | Path, title: str = ""
     save_figure(fig, path)
 
 
-__all__ = ["GradFlow", "Spec", "Unrolled", "build_untrained", "format_table", "gradflow",
-           "hidden_grad_norms", "load_run", "measure", "plot_gradflow", "summarise", "unroll"]
+__all__ = ["GradFlow", "Spec", "build_untrained", "format_table", "gradflow",
+           "hidden_grad_norms", "load_run", "measure", "plot_gradflow", "summarise"]

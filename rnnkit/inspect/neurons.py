@@ -26,7 +26,6 @@ from ..errors import RnnkitError
 from ..io import atomic_write_text
 from ..plotting import new_figure, save_figure
 from ..tasks.charlm import CharLM
-from .gradflow import unroll
 
 OPEN, CLOSE = "([{", ")]}"
 
@@ -141,15 +140,13 @@ def record(model: CharLM, text: str) -> Recording:
     ids = torch.from_numpy(vocab.encode(text, strict=False).astype(np.int64)).unsqueeze(0)
     model = model.eval()
     device = next(model.parameters()).device
-    un = unroll(model.rnn, model.embed(ids.to(device)))
+    un = model.rnn.unroll(model.embed(ids.to(device)))
     blocks, names = [], []
     hidden = model.rnn.hidden_size
     for k in range(model.rnn.num_layers):
-        blocks.append(torch.stack(un.h[k])[:, 0])
-        names += [f"h{k}:{i}" for i in range(hidden)]
-        if un.c is not None:
-            blocks.append(torch.stack(un.c[k])[:, 0])
-            names += [f"c{k}:{i}" for i in range(hidden)]
+        for part in un.names:  # h, and c for an LSTM
+            blocks.append(torch.stack(un.part(part, k))[:, 0])
+            names += [f"{part}{k}:{i}" for i in range(hidden)]
     logp = torch.log_softmax(model.head(un.output()[:, 0]).float(), dim=-1)  # (N, V): predicts the next char
     conf = torch.full((len(text),), math.nan)
     conf[1:] = logp[:-1].gather(1, ids[0, 1:, None].to(device))[:, 0].exp().cpu()

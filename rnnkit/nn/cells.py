@@ -1,92 +1,136 @@
-"""Recurrent cells, each written from its equations.
+r"""Recurrent cells, each defined once, from its equations, in one registry.
 
-A cell maps one input step and the previous state to the next state. Parameter names,
-shapes and gate order match ``torch.nn.RNNCell``, ``torch.nn.LSTMCell`` and
-``torch.nn.GRUCell``, so a ``state_dict`` loads either way. The ``*_step`` functions hold
-the maths; the layers in :mod:`rnnkit.nn.layers` call them in their time loop.
+A cell *type* says everything the rest of rnnkit needs to know about a cell: the parameters of
+one layer and direction (their names, shapes and initialisation), the state it carries (``h``,
+or ``h`` and ``c``), how one time step maps an input and the previous state to the next state,
+and, where one exists, a faster way to run a whole sequence (a fused kernel, or a parallel form
+over time). Layers (:mod:`rnnkit.nn.layers`), fast generation (:mod:`rnnkit.nn.stepping`),
+initialisation (:mod:`rnnkit.nn.init`), the gradient-flow and neuron tools and every command's
+``--cell`` choices read this registry; adding a cell is one :class:`CellType` subclass passed to
+:func:`register_cell`, plus its tests (see ``docs/adding-a-cell.md``).
+
+Conventions, as in ``torch.nn``: a layer and direction holds ``weight_ih`` (``G*H x I``),
+``weight_hh`` (``G*H x H``) and the biases ``bias_ih``, ``bias_hh`` (``G*H``) for ``G`` gate
+blocks of ``H`` units, stacked in torch's gate order, so weights load to and from
+``torch.nn.RNN/LSTM/GRU`` (and their ``*Cell`` versions). Inside rnnkit a state is always a
+tuple of tensors, ``h`` first; the public layers and cells hand out ``h`` alone for one-part
+states and ``(h, c)`` for the LSTM, as torch does.
+
+One step is split in two, as the maths is: :meth:`CellType.project` computes the input's
+contribution for all time steps at once (one large matrix product), and :meth:`CellType.step`
+takes one step's projection and the previous state. Cells whose gates see only the sum
+``W_ih x + b_ih + W_hh h + b_hh`` (the Elman RNN, the LSTM) define :meth:`CellType.update` on
+that sum instead, which lets the generator fuse both products into one.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import RnnkitError
 
-def rnn_step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
-             b_hh: Tensor | None, nonlinearity: str = "tanh") -> Tensor:
-    """h' = act(W_ih x + b_ih + W_hh h + b_hh)."""
-    pre = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
-    return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
-
-
-def lstm_gates_step(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor,
-                    b_hh: Tensor | None) -> tuple[Tensor, Tensor]:
-    """One LSTM step given the input projection ``xw = W_ih x + b_ih`` (done ahead for all steps)."""
-    i, f, g, o = (xw + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    return torch.sigmoid(o) * torch.tanh(c), c
+State = tuple[Tensor, ...]
+Weights = dict[str, Tensor]
+Linear = Callable[..., Tensor]  # (x, weight, bias=None) -> x @ weight.T + bias, as F.linear
 
 
-def gru_gates_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
-    """One GRU step given the input projection ``xw = W_ih x + b_ih`` (done ahead for all steps)."""
-    x_r, x_z, x_n = xw.chunk(3, dim=-1)
-    h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
-    r = torch.sigmoid(x_r + h_r)
-    z = torch.sigmoid(x_z + h_z)
-    n = torch.tanh(x_n + r * h_n)
-    return (1 - z) * n + z * h
+class CellType:
+    """One recurrent cell: its parameters, its state, its step, and its fast paths.
 
+    Subclasses set the class attributes and define :meth:`update` (additive cells) or
+    :meth:`step`. Optional: :meth:`parameter_shapes` and :meth:`reset_parameters` for
+    parameters beyond torch's four, :meth:`sequence_kernel` for a whole-sequence fast path.
+    """
 
-class _Cell(nn.Module):
-    """Holds ``weight_ih`` (G*H x I), ``weight_hh`` (G*H x H) and the two biases, G gates."""
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""                 # one line for ``--help`` and tables
+    gates: ClassVar[int] = 1                    # blocks of ``hidden_size`` rows in weight_ih / weight_hh
+    state_names: ClassVar[tuple[str, ...]] = ("h",)
+    additive: ClassVar[bool] = True             # gates read only W_ih x + b_ih + W_hh h + b_hh
+    torch_kernel: ClassVar[str | None] = None   # torch's fused multi-layer kernel (torch._VF), same weights
+    torch_layer: ClassVar[str | None] = None    # the torch.nn layer whose state_dict is ours ("LSTM", ...)
+    recurrent_weight: ClassVar[str | None] = "weight_hh"  # the state-to-state matrix (None: gates see x only)
+    init_schemes: ClassVar[tuple[str, ...]] = ("default", "orthogonal")
+    forget_gate: ClassVar[int | None] = None    # gate block of an LSTM-style forget gate (forget1, chrono)
+    input_gate: ClassVar[int | None] = None
 
-    gates = 1
+    @property
+    def state_size(self) -> int:
+        return len(self.state_names)
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
-        super().__init__()
-        if input_size <= 0 or hidden_size <= 0:
-            raise ValueError("input_size and hidden_size must be positive")
-        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+    def parameter_shapes(self, input_size: int, hidden_size: int, bias: bool) -> dict[str, tuple[int, ...]]:
+        """Names and shapes of one layer-direction's parameters (torch's four by default)."""
         g = self.gates * hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(g, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(g, hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(g)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(g)) if bias else None
-        self.reset_parameters()
+        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (g, input_size), "weight_hh": (g, hidden_size)}
+        if bias:
+            shapes.update(bias_ih=(g,), bias_hh=(g,))
+        return shapes
 
-    def reset_parameters(self) -> None:
-        """PyTorch's default: every weight uniform in ±1/sqrt(hidden_size)."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
+    @torch.no_grad()
+    def reset_parameters(self, weights: Weights, hidden_size: int) -> None:
+        """PyTorch's default: every parameter uniform in ±1/sqrt(hidden_size)."""
+        bound = 1.0 / math.sqrt(hidden_size)
+        for w in weights.values():
+            nn.init.uniform_(w, -bound, bound)
 
-    def _zeros(self, x: Tensor) -> Tensor:
-        return x.new_zeros(*x.shape[:-1], self.hidden_size)
+    def project(self, x: Tensor, w: Weights, linear: Linear = F.linear) -> Tensor:
+        """The input's part of every step's pre-activations, ``W_ih x + b_ih``, for any leading shape."""
+        return linear(x, w["weight_ih"], w.get("bias_ih"))
 
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
+    def step(self, xw: Tensor, state: State, w: Weights, linear: Linear = F.linear) -> State:
+        """The next state from one step's input projection ``xw`` and the previous ``state``."""
+        return self.update(xw + linear(state[0], w["weight_hh"], w.get("bias_hh")), state)
+
+    def update(self, pre: Tensor, state: State) -> State:
+        """Additive cells: the next state from the summed pre-activations ``pre`` (``B x G*H``)."""
+        raise NotImplementedError(f"cell {self.name!r} defines step(), not update()")
+
+    def sequence_kernel(self, device: torch.device, bias: bool) -> Callable | None:
+        """A whole-sequence function for one layer and direction, or None to use the step loop.
+
+        It is called as ``kernel(x, state, w, lengths)`` with ``x`` time-major ``(T, B, I)`` and
+        running forward in time (the layer reverses sequences for the backward direction), and
+        returns every step's ``h`` ``(T, B, H)`` and the state after each sequence's last valid
+        step (``lengths``; None means all ``T``). Outputs past a sequence's end may hold anything:
+        the layer zeroes them.
+        """
+        return None
+
+    def __repr__(self) -> str:
+        return f"<cell {self.name}>"
 
 
-class RNNCell(_Cell):
-    r"""Elman cell: :math:`h' = \tanh(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})` (or ReLU)."""
+class ElmanTanh(CellType):
+    r"""Elman cell: :math:`h' = \tanh(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})`."""
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 nonlinearity: str = "tanh") -> None:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', not {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias)
+    name, summary = "rnn", "Elman RNN, tanh"
+    torch_kernel, torch_layer = "rnn_tanh", "RNN"
 
-    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
-        h = self._zeros(x) if h is None else h
-        return rnn_step(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-                        self.nonlinearity)
+    def update(self, pre: Tensor, state: State) -> State:
+        return (torch.tanh(pre),)
 
 
-class LSTMCell(_Cell):
+class ElmanReLU(CellType):
+    r"""Elman cell with ReLU: :math:`h' = \max(0, W_{ih} x + b_{ih} + W_{hh} h + b_{hh})`.
+
+    With the ``identity`` initialisation this is the IRNN (Le et al. 2015).
+    """
+
+    name, summary = "rnn_relu", "Elman RNN, ReLU (IRNN with --init identity)"
+    torch_kernel, torch_layer = "rnn_relu", "RNN"
+    init_schemes = ("default", "orthogonal", "identity")
+
+    def update(self, pre: Tensor, state: State) -> State:
+        return (torch.relu(pre),)
+
+
+class LSTMType(CellType):
     r"""Long short-term memory (Hochreiter and Schmidhuber 1997, with a forget gate).
 
     .. math::
@@ -96,19 +140,22 @@ class LSTMCell(_Cell):
         o = \sigma(W_{io} x + b_{io} + W_{ho} h + b_{ho}) \\
         c' = f \odot c + i \odot g \qquad h' = o \odot \tanh(c')
 
-    Gates are stacked in the order i, f, g, o, as in ``torch.nn.LSTMCell``.
+    Gates are stacked in the order i, f, g, o, as in ``torch.nn.LSTM``.
     """
 
-    gates = 4
+    name, summary = "lstm", "LSTM (torch's fused kernel: oneDNN, cuDNN)"
+    gates, state_names = 4, ("h", "c")
+    torch_kernel, torch_layer = "lstm", "LSTM"
+    init_schemes = ("default", "orthogonal", "forget1", "chrono")
+    input_gate, forget_gate = 0, 1
 
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
-                ) -> tuple[Tensor, Tensor]:
-        h, c = (self._zeros(x), self._zeros(x)) if state is None else state
-        return lstm_gates_step(F.linear(x, self.weight_ih, self.bias_ih), h, c,
-                               self.weight_hh, self.bias_hh)
+    def update(self, pre: Tensor, state: State) -> State:
+        i, f, g, o = pre.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
 
 
-class GRUCell(_Cell):
+class GRUType(CellType):
     r"""Gated recurrent unit, in PyTorch's (and cuDNN's) formulation.
 
     .. math::
@@ -121,11 +168,138 @@ class GRUCell(_Cell):
     Cho et al. (2014) apply it before, ``W_hn (r ⊙ h)``; this form lets all three recurrent
     products be one matrix product per step, which is why cuDNN and PyTorch use it. The two
     are different functions: weights do not transfer between them.
+
+    On CPU (with biases) a layer runs each direction as one whole-sequence node with a
+    hand-derived backward and a C pass per step (:mod:`rnnkit.nn.gru_sequence`): torch has no
+    fused GRU kernel there.
     """
 
-    gates = 3
+    name, summary = "gru", "GRU (cuDNN on GPU, rnnkit's sequence kernel on CPU)"
+    gates, additive = 3, False
+    torch_kernel, torch_layer = "gru", "GRU"
 
-    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
-        h = self._zeros(x) if h is None else h
-        return gru_gates_step(F.linear(x, self.weight_ih, self.bias_ih), h,
-                              self.weight_hh, self.bias_hh)
+    def step(self, xw: Tensor, state: State, w: Weights, linear: Linear = F.linear) -> State:
+        h = state[0]
+        hidden = h.shape[-1]
+        gh = linear(h, w["weight_hh"], w.get("bias_hh"))
+        r, z = torch.sigmoid(xw[..., : 2 * hidden] + gh[..., : 2 * hidden]).chunk(2, dim=-1)
+        n = torch.tanh(xw[..., 2 * hidden:] + r * gh[..., 2 * hidden:])
+        return (n + z * (h - n),)
+
+    def sequence_kernel(self, device: torch.device, bias: bool) -> Callable | None:
+        return _gru_cpu_kernel if device.type == "cpu" and bias else None
+
+
+def _gru_cpu_kernel(x: Tensor, state: State, w: Weights, lengths: Tensor | None) -> tuple[Tensor, State]:
+    from .gru_sequence import gru_sequence
+
+    out, last = gru_sequence(x, state[0], w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"])
+    # Padding lies after each sequence's end and time runs forward, so the state after the last
+    # valid step is simply that step's output.
+    return out, ((last,) if lengths is None else (last_valid(out, lengths),))
+
+
+def last_valid(out: Tensor, lengths: Tensor) -> Tensor:
+    """Each sequence's output at its last valid step: ``out`` ``(T, B, H)``, lengths ``(B,)`` >= 1."""
+    index = (lengths.to(out.device) - 1).view(1, -1, 1).expand(1, out.shape[1], out.shape[2])
+    return out.gather(0, index).squeeze(0)
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+CELLS: dict[str, CellType] = {}
+
+
+def register_cell(cell: CellType | type[CellType]) -> CellType:
+    """Add a cell type to the registry (usable as a class decorator); its ``name`` is the ``--cell`` value."""
+    instance = cell() if isinstance(cell, type) else cell
+    if not instance.name:
+        raise ValueError("a cell type needs a name")
+    CELLS[instance.name] = instance
+    return instance
+
+
+def get_cell(name: str | CellType) -> CellType:
+    """The registered cell type called ``name`` (a one-line error listing the choices otherwise)."""
+    if isinstance(name, CellType):
+        return name
+    try:
+        return CELLS[name]
+    except KeyError:
+        raise RnnkitError(f"unknown cell {name!r}: one of {', '.join(CELLS)}") from None
+
+
+def cell_names() -> list[str]:
+    return list(CELLS)
+
+
+for _cell in (LSTMType, GRUType, ElmanTanh, ElmanReLU):
+    register_cell(_cell)
+
+
+# --- cells as modules ---------------------------------------------------------------------------
+
+class Cell(nn.Module):
+    """One step of a registered cell as a module, with the same parameters as a layer's layer-direction.
+
+    ``Cell("lstm", 10, 20)`` holds ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` like
+    ``torch.nn.LSTMCell`` and runs the very step the layers run.
+    """
+
+    def __init__(self, cell: str | CellType, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        if input_size <= 0 or hidden_size <= 0:
+            raise ValueError("input_size and hidden_size must be positive")
+        self.cell = get_cell(cell)
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        for name, shape in self.cell.parameter_shapes(input_size, hidden_size, bias).items():
+            self.register_parameter(name, nn.Parameter(torch.empty(shape)))
+        self.reset_parameters()
+
+    def weights(self) -> Weights:
+        return dict(self.named_parameters())
+
+    def reset_parameters(self) -> None:
+        self.cell.reset_parameters(self.weights(), self.hidden_size)
+
+    def forward(self, x: Tensor, state: Tensor | tuple[Tensor, ...] | None = None) -> Any:
+        """``x`` ``(B, I)`` or ``(I,)``; ``state`` as torch's cell takes it (zeros if None)."""
+        if state is None:
+            zeros = x.new_zeros(*x.shape[:-1], self.hidden_size)
+            state = (zeros,) * self.cell.state_size
+        elif isinstance(state, Tensor):
+            state = (state,)
+        w = self.weights()
+        new = self.cell.step(self.cell.project(x, w), tuple(state), w)
+        return new[0] if len(new) == 1 else new
+
+    def extra_repr(self) -> str:
+        return f"{self.cell.name}, {self.input_size}, {self.hidden_size}, bias={self.bias}"
+
+
+class RNNCell(Cell):
+    r"""Elman cell: :math:`h' = \tanh(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})` (or ReLU), as ``torch.nn.RNNCell``."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh") -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', not {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__("rnn" if nonlinearity == "tanh" else "rnn_relu", input_size, hidden_size, bias)
+
+
+class LSTMCell(Cell):
+    __doc__ = LSTMType.__doc__
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__("lstm", input_size, hidden_size, bias)
+
+
+class GRUCell(Cell):
+    __doc__ = GRUType.__doc__
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__("gru", input_size, hidden_size, bias)
+
+
+__all__ = ["CELLS", "Cell", "CellType", "GRUCell", "LSTMCell", "RNNCell", "State", "cell_names", "get_cell",
+           "last_valid", "register_cell"]

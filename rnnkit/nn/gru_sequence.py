@@ -229,12 +229,9 @@ def compute_dtype_for(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
-def gru_sequence(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
-                 reverse: bool = False) -> tuple[Tensor, Tensor]:
-    """Run one GRU layer over ``x`` ``(T, B, I)``; returns every step's ``h`` and the last one."""
+def gru_sequence(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor
+                 ) -> tuple[Tensor, Tensor]:
+    """Run one GRU layer forward in time over ``x`` ``(T, B, I)``; returns every step's ``h`` and the last one."""
     cd = compute_dtype_for(x)
-    if reverse:
-        x = x.flip(0)
     with torch.autocast(x.device.type, enabled=False):
-        out, last = GRUSequence.apply(x, h0, w_ih, w_hh, b_ih, b_hh, cd)
-    return (out.flip(0) if reverse else out), last
+        return GRUSequence.apply(x, h0, w_ih, w_hh, b_ih, b_hh, cd)

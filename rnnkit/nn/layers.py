@@ -1,45 +1,53 @@
-"""Sequence layers: stacked, optionally bidirectional RNN, LSTM and GRU.
+"""Sequence layers: any registered cell, stacked, optionally bidirectional, over padded or packed batches.
 
 Constructor arguments, parameter names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...),
-shapes, and input/state conventions are those of ``torch.nn.RNN/LSTM/GRU``; a
-``state_dict`` loads either way. Two implementations give the same results:
+shapes, and input/state conventions are those of ``torch.nn.RNN/LSTM/GRU``; a ``state_dict``
+loads either way. A layer is a scan of its cell (:mod:`rnnkit.nn.cells`) over time, run one
+of two ways with the same results:
 
-- ``impl="fused"`` calls torch's fused kernels (oneDNN on CPU, cuDNN on GPU), as
-  ``torch.nn.LSTM`` does: the fast path. torch has no fused GRU kernel on CPU, so there a GRU
-  runs each layer as one whole-sequence node with a hand-derived backward and each step's
-  element-wise work in one C pass (:mod:`rnnkit.nn.gru_sequence`), 1.1-1.6x ``torch.nn.GRU``'s
-  training speed, fp32 or bf16 (BENCHMARKS.md).
-- ``impl="loop"`` runs the cells' equations from :mod:`rnnkit.nn.cells` step by step: the
-  readable path, and the one to change when experimenting with a cell.
+- ``impl="fused"``: the cell's fast path. For RNN, LSTM and GRU that is torch's fused kernel
+  (oneDNN on CPU, cuDNN on GPU), as ``torch.nn`` runs it; torch has no fused GRU kernel on
+  CPU, so there a GRU runs each layer as one whole-sequence node with a hand-derived backward
+  (:mod:`rnnkit.nn.gru_sequence`, 1.1-1.6x ``torch.nn.GRU``'s training speed, BENCHMARKS.md).
+  Other cells bring their own whole-sequence kernel or parallel form, or have none.
+- ``impl="loop"``: the cell's step, one time step after another (the input products of all
+  steps done ahead in one matrix product): the readable path, and the one to change when
+  experimenting with a cell.
 
-``impl="auto"`` (the default) takes the fused path unless ``loop`` is needed.
+``impl="auto"`` (the default) takes the fused path where the cell has one, else the loop.
+
+Variable-length batches: pass a ``PackedSequence`` (packed out, as torch does), or a padded
+batch with ``lengths=`` (one per sequence). Either way each sequence is run as if alone: the
+final state is its state after its own last step, the backward direction starts at its own
+end, and outputs past its end are zero.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .cells import gru_gates_step, lstm_gates_step, rnn_step
-from .gru_sequence import gru_sequence
+from .cells import CellType, State, Weights, get_cell
 
-State = Tensor | tuple[Tensor, Tensor]
+PublicState = Tensor | tuple[Tensor, ...]
 IMPLS = ("auto", "fused", "loop")
 
 
 class RecurrentLayer(nn.Module):
-    """Shared machinery; use :class:`RNN`, :class:`LSTM` or :class:`GRU`."""
+    """A stacked, optionally bidirectional layer of any registered cell (``cell="lstm"``, ``"gru"``, ...).
 
-    mode = ""  # "lstm", "gru", "rnn_tanh" or "rnn_relu"
-    gates = 1
+    Arguments as ``torch.nn.LSTM`` (without ``proj_size``), plus ``cell`` and ``impl``.
+    """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 impl: str = "auto") -> None:
+                 impl: str = "auto", cell: str | CellType = "lstm") -> None:
         super().__init__()
         if input_size <= 0 or hidden_size <= 0 or num_layers <= 0:
             raise ValueError("input_size, hidden_size and num_layers must be positive")
@@ -47,144 +55,260 @@ class RecurrentLayer(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), not {dropout}")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
+        self.cell = get_cell(cell)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.impl = bidirectional, impl
         self.num_directions = 2 if bidirectional else 1
+        self._names: list[list[dict[str, str]]] = []  # [layer][direction]: role -> parameter name
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else hidden_size * self.num_directions
+            names = []
             for suffix in self._suffixes(layer):
-                g = self.gates * hidden_size
-                self.register_parameter("weight_ih" + suffix, nn.Parameter(torch.empty(g, layer_in)))
-                self.register_parameter("weight_hh" + suffix, nn.Parameter(torch.empty(g, hidden_size)))
-                if bias:
-                    self.register_parameter("bias_ih" + suffix, nn.Parameter(torch.empty(g)))
-                    self.register_parameter("bias_hh" + suffix, nn.Parameter(torch.empty(g)))
+                shapes = self.cell.parameter_shapes(layer_in, hidden_size, bias)
+                for role, shape in shapes.items():
+                    self.register_parameter(role + suffix, nn.Parameter(torch.empty(shape)))
+                names.append({role: role + suffix for role in shapes})
+            self._names.append(names)
         self.reset_parameters()
 
     def _suffixes(self, layer: int) -> list[str]:
         return [f"_l{layer}", f"_l{layer}_reverse"][: self.num_directions]
 
+    def layer_weights(self, layer: int, direction: int = 0) -> Weights:
+        """One layer and direction's parameters by role: ``weight_ih``, ``weight_hh``, ``bias_ih``, ..."""
+        return {role: getattr(self, name) for role, name in self._names[layer][direction].items()}
+
     def reset_parameters(self) -> None:
-        """PyTorch's default: every weight uniform in ±1/sqrt(hidden_size)."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
-
-    def layer_weights(self, layer: int, direction: int = 0) -> list[Tensor]:
-        """``[weight_ih, weight_hh, bias_ih, bias_hh]`` of one layer and direction (no biases if bias=False)."""
-        suffix = self._suffixes(layer)[direction]
-        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
-        return [getattr(self, n + suffix) for n in names]
-
-    def _flat_weights(self) -> list[Tensor]:
-        return [w for layer in range(self.num_layers) for d in range(self.num_directions)
-                for w in self.layer_weights(layer, d)]
+        """Each cell's own initialisation (PyTorch's default for RNN, LSTM, GRU)."""
+        for layer in range(self.num_layers):
+            for d in range(self.num_directions):
+                self.cell.reset_parameters(self.layer_weights(layer, d), self.hidden_size)
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, cell={self.cell.name!r}"
         for name, default in [("bias", True), ("batch_first", False), ("dropout", 0.0),
                               ("bidirectional", False), ("impl", "auto")]:
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s
 
-    def initial_state(self, batch_size: int, device=None, dtype=None) -> State:
-        """Zeros of the state's shape: ``(num_layers * num_directions, batch, hidden)``."""
+    def initial_state(self, batch_size: int, device=None, dtype=None) -> PublicState:
+        """Zeros of the state's shape: ``(num_layers * num_directions, batch, hidden)`` (a pair for an LSTM)."""
         shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
-        h = torch.zeros(shape, device=device, dtype=dtype)
-        return (h, h.clone()) if self.mode == "lstm" else h
+        return self._public(tuple(torch.zeros(shape, device=device, dtype=dtype)
+                                  for _ in range(self.cell.state_size)))
 
-    def forward(self, input: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def _public(self, state: State) -> PublicState:
+        return state[0] if len(state) == 1 else state
+
+    @staticmethod
+    def _internal(state: PublicState) -> State:
+        return (state,) if isinstance(state, Tensor) else tuple(state)
+
+    # --- which implementation ----------------------------------------------------------------
+    def _kernel(self, device: torch.device) -> Callable | None:
+        return self.cell.sequence_kernel(device, self.bias) if self.impl != "loop" else None
+
+    def _uses_torch_kernel(self, device: torch.device) -> bool:
+        return (self.impl != "loop" and self.cell.torch_kernel is not None
+                and self.cell.sequence_kernel(device, self.bias) is None)
+
+    # --- running -----------------------------------------------------------------------------
+    def forward(self, input: Tensor | PackedSequence, state: PublicState | None = None,
+                lengths: Tensor | list[int] | None = None) -> tuple[Tensor | PackedSequence, PublicState]:
         """Run the whole sequence.
 
-        ``input`` is ``(T, B, input_size)`` (``(B, T, input_size)`` if ``batch_first``) or
-        unbatched ``(T, input_size)``. ``state`` is ``h0`` (``(h0, c0)`` for LSTM), each
-        ``(num_layers * num_directions, B, hidden_size)``; zeros when absent. Returns the last
-        layer's output at every step and the final state, shaped like ``state``.
+        ``input`` is ``(T, B, input_size)`` (``(B, T, input_size)`` if ``batch_first``), unbatched
+        ``(T, input_size)``, or a ``PackedSequence``. ``state`` is ``h0`` (``(h0, c0)`` for an
+        LSTM), each ``(num_layers * num_directions, B, hidden_size)``; zeros when absent.
+        ``lengths`` (``B`` values in 1..T) marks padded input. Returns the last layer's output
+        at every step (packed if the input was) and each sequence's final state, shaped like
+        ``state``.
         """
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("give lengths= or a PackedSequence, not both")
+            return self._forward_packed(input, state)
         unbatched = input.dim() == 2
         if unbatched:
+            if lengths is not None:
+                raise ValueError("lengths= needs a batched (3-D) input")
             input = input.unsqueeze(0 if self.batch_first else 1)
             if state is not None:
-                state = tuple(s.unsqueeze(1) for s in state) if isinstance(state, tuple) else state.unsqueeze(1)
+                state = tuple(s.unsqueeze(1) for s in self._internal(state))
         elif input.dim() != 3:
             raise ValueError(f"expected a 2-D or 3-D input, got {input.dim()}-D")
         if input.shape[-1] != self.input_size:
             raise ValueError(f"expected input size {self.input_size}, got {input.shape[-1]}")
-        batch = input.shape[0] if self.batch_first else input.shape[1]
-        if state is None:
-            state = self.initial_state(batch, input.device, input.dtype)
-        output, state = (self._loop if self.impl == "loop" else self._fused)(input, state)
+        steps, batch = (input.shape[1], input.shape[0]) if self.batch_first else input.shape[:2]
+        hx = self._internal(state) if state is not None else self._zeros(batch, input)
+        if lengths is not None:
+            lengths = _check_lengths(lengths, steps, batch)
+        if self._uses_torch_kernel(input.device):
+            if lengths is None:
+                output, hx = self._torch_kernel(input, hx)
+            else:
+                packed = pack_padded_sequence(input, lengths, batch_first=self.batch_first, enforce_sorted=False)
+                packed_out, hx = self._forward_packed(packed, hx)
+                output, _ = pad_packed_sequence(packed_out, batch_first=self.batch_first, total_length=steps)
+                hx = self._internal(hx)
+        else:
+            x = input.transpose(0, 1) if self.batch_first else input
+            output, hx = self._stacked(x, hx, lengths)
+            output = output.transpose(0, 1) if self.batch_first else output
         if unbatched:
             output = output.squeeze(0 if self.batch_first else 1)
-            state = tuple(s.squeeze(1) for s in state) if isinstance(state, tuple) else state.squeeze(1)
-        return output, state
+            hx = tuple(s.squeeze(1) for s in hx)
+        return output, self._public(hx)
 
-    def _fused(self, input: Tensor, state: State) -> tuple[Tensor, State]:
-        if self.mode == "gru" and input.device.type == "cpu" and self.bias:
-            return self._stacked(input, state, self._gru_sequence_direction)
-        args = (self._flat_weights(), self.bias, self.num_layers, self.dropout, self.training,
-                self.bidirectional, self.batch_first)
+    def _zeros(self, batch: int, like: Tensor) -> State:
+        return self._internal(self.initial_state(batch, like.device, like.dtype))
+
+    def _forward_packed(self, packed: PackedSequence, state: PublicState | None) -> tuple[PackedSequence, PublicState]:
+        """A ``PackedSequence`` in and out; ``state`` in the batch's original order, as in torch."""
+        data, batch_sizes, sorted_idx, unsorted_idx = packed
+        if data.shape[-1] != self.input_size:
+            raise ValueError(f"expected input size {self.input_size}, got {data.shape[-1]}")
+        batch = int(batch_sizes[0])
+        hx = self._internal(state) if state is not None else self._zeros(batch, data)
+        if self._uses_torch_kernel(data.device):
+            if sorted_idx is not None:  # the kernel reads the batch sorted by length
+                hx = tuple(h.index_select(1, sorted_idx) for h in hx)
+            out, hx = self._torch_kernel_packed(data, batch_sizes, hx)
+            if unsorted_idx is not None:
+                hx = tuple(h.index_select(1, unsorted_idx) for h in hx)
+            return PackedSequence(out, batch_sizes, sorted_idx, unsorted_idx), self._public(hx)
+        padded, lengths = pad_packed_sequence(packed)  # time-major, original batch order
+        out, hx = self._stacked(padded, hx, lengths)
+        if sorted_idx is not None:
+            out, lengths = out.index_select(1, sorted_idx), lengths[sorted_idx.cpu()]
+        repacked = pack_padded_sequence(out, lengths, enforce_sorted=True)
+        return PackedSequence(repacked.data, batch_sizes, sorted_idx, unsorted_idx), self._public(hx)
+
+    def _flat_weights(self) -> list[Tensor]:
+        return [w for layer in range(self.num_layers) for d in range(self.num_directions)
+                for w in self.layer_weights(layer, d).values()]
+
+    def _kernel_args(self) -> tuple:
+        return (self._flat_weights(), self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+
+    def _torch_kernel(self, input: Tensor, hx: State) -> tuple[Tensor, State]:
+        fn = getattr(torch._VF, self.cell.torch_kernel)
         with warnings.catch_warnings():
             # cuDNN copies weights that are not one contiguous block; correct, just slower.
             warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk.*")
-            if self.mode == "lstm":
-                output, h, c = torch._VF.lstm(input, state, *args)
-                return output, (h, c)
-            fn = torch._VF.gru if self.mode == "gru" else getattr(torch._VF, self.mode)
-            return fn(input, state, *args)
+            result = fn(input, hx if len(hx) > 1 else hx[0], *self._kernel_args(), self.batch_first)
+        return result[0], tuple(result[1:])
 
-    def _loop(self, input: Tensor, state: State) -> tuple[Tensor, State]:
-        return self._stacked(input, state, self._run_direction)
+    def _torch_kernel_packed(self, data: Tensor, batch_sizes: Tensor, hx: State) -> tuple[Tensor, State]:
+        fn = getattr(torch._VF, self.cell.torch_kernel)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk.*")
+            result = fn(data, batch_sizes, hx if len(hx) > 1 else hx[0], *self._kernel_args())
+        return result[0], tuple(result[1:])
 
-    def _stacked(self, input: Tensor, state: State, run_direction) -> tuple[Tensor, State]:
-        """Layers bottom to top, each direction by ``run_direction(x, state, layer, direction)``."""
-        x = input.transpose(0, 1) if self.batch_first else input  # time first from here on
-        is_lstm = self.mode == "lstm"
-        h0, c0 = state if is_lstm else (state, None)
-        final_h, final_c = [], []
+    def _stacked(self, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
+        """Layers bottom to top, each direction a forward scan; ``x`` is ``(T, B, features)``.
+
+        The backward direction runs forward in time over each sequence reversed within its own
+        length, so every direction function sees padding only after a sequence's end.
+        """
+        kernel = self._kernel(x.device)
+        valid = None
+        if lengths is not None:
+            valid = (torch.arange(x.shape[0]).unsqueeze(1) < lengths.unsqueeze(0)).to(x.device).unsqueeze(-1)
+            x = x.masked_fill(~valid, 0.0)  # whatever the padding held, it stays out of the arithmetic
+        finals: list[State] = []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
                 x = F.dropout(x, self.dropout, self.training)
             outputs = []
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
-                cell_state = (h0[k], c0[k]) if is_lstm else h0[k]
-                out, cell_state = run_direction(x, cell_state, layer, direction)
-                outputs.append(out)
-                final_h.append(cell_state[0] if is_lstm else cell_state)
-                if is_lstm:
-                    final_c.append(cell_state[1])
+                w = self.layer_weights(layer, direction)
+                xd = x if direction == 0 else reverse_padded(x, lengths)
+                state = tuple(h[k] for h in hx)
+                if kernel is not None:
+                    out, state = kernel(xd, state, w, lengths)
+                else:
+                    out, state = self._scan(xd, state, w, valid)
+                outputs.append(out if direction == 0 else reverse_padded(out, lengths))
+                finals.append(state)
             x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
-        output = x.transpose(0, 1) if self.batch_first else x
-        h = torch.stack(final_h)
-        return output, ((h, torch.stack(final_c)) if is_lstm else h)
+            if valid is not None:
+                x = x.masked_fill(~valid, 0.0)
+        return x, tuple(torch.stack([f[i] for f in finals]) for i in range(self.cell.state_size))
 
-    def _gru_sequence_direction(self, x: Tensor, h: Tensor, layer: int, direction: int) -> tuple[Tensor, Tensor]:
-        """CPU GRU: one layer and direction as one whole-sequence node (:mod:`rnnkit.nn.gru_sequence`)."""
-        return gru_sequence(x, h, *self.layer_weights(layer, direction), reverse=direction == 1)
-
-    def _run_direction(self, x: Tensor, state: State, layer: int, direction: int
-                       ) -> tuple[Tensor, State]:
-        """One layer in one direction over time, ``x`` being ``(T, B, features)``."""
-        w_ih, w_hh, *biases = self.layer_weights(layer, direction)
-        b_ih, b_hh = biases if biases else (None, None)
-        steps = range(x.shape[0] - 1, -1, -1) if direction else range(x.shape[0])
-        outputs: list[Tensor] = [None] * x.shape[0]  # type: ignore[list-item]
-        if self.mode.startswith("rnn"):
-            act = self.mode[4:]
-            for t in steps:
-                state = outputs[t] = rnn_step(x[t], state, w_ih, w_hh, b_ih, b_hh, act)
-            return torch.stack(outputs), state
-        xw = F.linear(x, w_ih, b_ih)  # all input projections in one product
-        for t in steps:
-            if self.mode == "lstm":
-                state = lstm_gates_step(xw[t], *state, w_hh, b_hh)
-                outputs[t] = state[0]
-            else:
-                state = outputs[t] = gru_gates_step(xw[t], state, w_hh, b_hh)
+    def _scan(self, x: Tensor, state: State, w: Weights, valid: Tensor | None,
+              record: list[State] | None = None) -> tuple[Tensor, State]:
+        """The cell's step over time: ``x`` ``(T, B, I)`` forward; past a sequence's end the state holds."""
+        xw = self.cell.project(x, w)  # all steps' input products in one matrix product
+        outputs = []
+        for t in range(x.shape[0]):
+            new = self.cell.step(xw[t], state, w)
+            if valid is not None:
+                new = tuple(torch.where(valid[t], n, s) for n, s in zip(new, state, strict=True))
+            state = new
+            outputs.append(state[0])
+            if record is not None:
+                record.append(state)
         return torch.stack(outputs), state
+
+    def unroll(self, x: Tensor, state: PublicState | None = None) -> Unrolled:
+        """Run step by step, keeping every layer's every state (``h``, and ``c`` for an LSTM) as a graph node.
+
+        ``x`` is ``(T, B, I)`` (``(B, T, I)`` if ``batch_first``). The result equals the layer's
+        own output in eval mode (no dropout between layers); one backward pass then gives the
+        gradient with respect to every intermediate state (:mod:`rnnkit.inspect`).
+        """
+        if self.bidirectional:
+            raise ValueError("unroll needs a unidirectional layer")
+        if x.dim() != 3:
+            raise ValueError(f"unroll expects a 3-D batched input, got {x.dim()}-D")
+        x = x.transpose(0, 1) if self.batch_first else x
+        hx = self._internal(state) if state is not None else self._zeros(x.shape[1], x)
+        layers: list[list[State]] = []
+        for k in range(self.num_layers):
+            record: list[State] = []
+            x, _ = self._scan(x, tuple(h[k] for h in hx), self.layer_weights(k), None, record)
+            layers.append(record)
+        return Unrolled(self.cell.state_names, layers)
+
+
+@dataclass
+class Unrolled:
+    """Every step's state of every layer: ``states[layer][t]`` is the state tuple after step ``t``."""
+
+    names: tuple[str, ...]
+    states: list[list[State]]
+
+    def part(self, name: str, layer: int) -> list[Tensor]:
+        """One state part (``"h"``, ``"c"``) of one layer at every step, each ``(B, H)``."""
+        i = self.names.index(name)
+        return [s[i] for s in self.states[layer]]
+
+    def output(self) -> Tensor:
+        """The top layer's outputs stacked over time, ``(T, B, H)``: what the layer itself returns."""
+        return torch.stack(self.part("h", -1))
+
+
+def _check_lengths(lengths: Tensor | list[int], steps: int, batch: int) -> Tensor:
+    lengths = torch.as_tensor(lengths).detach().to("cpu", torch.int64)
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths must hold one value per sequence ({batch}), got shape {tuple(lengths.shape)}")
+    if len(lengths) and (lengths.min() < 1 or lengths.max() > steps):
+        raise ValueError(f"lengths must be in 1..{steps} (the padded length), got {lengths.min()}..{lengths.max()}")
+    return lengths
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """``x`` ``(T, B, ...)`` with each sequence reversed within its own length; padding stays in place."""
+    if lengths is None:
+        return x.flip(0)
+    t = torch.arange(x.shape[0]).unsqueeze(1)
+    rev = torch.where(t < lengths.unsqueeze(0), lengths.unsqueeze(0) - 1 - t, t).to(x.device)
+    return x.gather(0, rev.view(*rev.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
 class RNN(RecurrentLayer):
@@ -197,23 +321,31 @@ class RNN(RecurrentLayer):
                  nonlinearity: str = "tanh", **kwargs) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', not {nonlinearity!r}")
-        self.nonlinearity, self.mode = nonlinearity, f"rnn_{nonlinearity}"
-        super().__init__(input_size, hidden_size, num_layers, **kwargs)
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, num_layers,
+                         cell="rnn" if nonlinearity == "tanh" else "rnn_relu", **kwargs)
 
 
 class LSTM(RecurrentLayer):
-    """Stacked LSTM; each layer applies :class:`rnnkit.LSTMCell` at every step.
+    """Stacked LSTM (:class:`rnnkit.nn.cells.LSTMType`). Arguments as ``torch.nn.LSTM`` (without
+    ``proj_size``), plus ``impl``. The state is ``(h, c)``."""
 
-    Arguments as ``torch.nn.LSTM`` (without ``proj_size``), plus ``impl``. The state is ``(h, c)``.
-    """
-
-    mode, gates = "lstm", 4
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, **kwargs) -> None:
+        super().__init__(input_size, hidden_size, num_layers, cell="lstm", **kwargs)
 
 
 class GRU(RecurrentLayer):
-    """Stacked GRU; each layer applies :class:`rnnkit.GRUCell` (PyTorch's formulation) at every step.
+    """Stacked GRU (:class:`rnnkit.nn.cells.GRUType`, PyTorch's formulation). Arguments as
+    ``torch.nn.GRU``, plus ``impl``."""
 
-    Arguments as ``torch.nn.GRU``, plus ``impl``.
-    """
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, **kwargs) -> None:
+        super().__init__(input_size, hidden_size, num_layers, cell="gru", **kwargs)
 
-    mode, gates = "gru", 3
+
+def make_layer(cell: str | CellType, input_size: int, hidden_size: int, num_layers: int = 1,
+               **kwargs) -> RecurrentLayer:
+    """A layer of any registered cell: what every task builds its network with."""
+    return RecurrentLayer(input_size, hidden_size, num_layers, cell=cell, **kwargs)
+
+
+__all__ = ["GRU", "LSTM", "RNN", "RecurrentLayer", "Unrolled", "make_layer", "reverse_padded"]

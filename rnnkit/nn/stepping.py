@@ -1,4 +1,4 @@
-"""Fast step-by-step generation from a character model.
+"""Fast step-by-step generation from an embedding, a recurrent layer and a linear head.
 
 At batch 1 a step costs a handful of small matrix-vector products, so the per-call overhead
 of a full layer (``nn.LSTM`` on a length-1 sequence) dominates. Here each layer is one fused
@@ -12,15 +12,17 @@ product per step on weights prepared once:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from .cells import State
+from .layers import RecurrentLayer
 
 if TYPE_CHECKING:
     from ..data.text import Vocab
-    from ..tasks.charlm import CharLM
 
 
 class Int8Weight:
@@ -43,15 +45,15 @@ class Int8Weight:
         return self.q.numel() + 2 * self.scale.numel()
 
 
-def matvec(w: Tensor | Int8Weight, x: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``x @ w.T (+ bias)`` in float32, ``w`` stored in its own (possibly smaller) type.
+def matvec(x: Tensor, w: Tensor | Int8Weight, bias: Tensor | None = None) -> Tensor:
+    """``x @ w.T (+ bias)`` in float32, ``w`` stored in its own (possibly smaller) type (``F.linear``'s arguments).
 
     At batch 1 the product is bound by reading ``w`` from memory, so smaller weights are
     faster; ``torch.mv`` is the fastest kernel for that shape.
     """
     if isinstance(w, Int8Weight):
         if w.fallback is not None:
-            return matvec(w.fallback, x, bias)
+            return matvec(x, w.fallback, bias)
         y = torch._weight_int8pack_mm(x.to(torch.bfloat16), w.q, w.scale).float()
     elif x.shape[0] == 1:
         y = torch.mv(w, x[0].to(w.dtype)).float().unsqueeze(0)
@@ -76,83 +78,97 @@ SAMPLE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torc
 
 
 class StepGenerator:
-    """Prepared weights of a :class:`~rnnkit.charlm.CharLM` for one-character-at-a-time stepping."""
+    """An embedding, a unidirectional recurrent layer (any registered cell) and a linear head,
+    prepared for one-token-at-a-time stepping.
 
-    def __init__(self, model: CharLM, dtype: torch.dtype | None = None, batch: int = 1) -> None:
-        rnn = model.rnn
+    Each cell's own step runs, on weights stored in ``dtype``; for additive cells (RNN, LSTM:
+    gates read the summed pre-activations) the input and recurrent products are one product.
+    """
+
+    def __init__(self, embedding: nn.Embedding, rnn: RecurrentLayer, head: nn.Linear,
+                 dtype: torch.dtype | None = None, batch: int = 1) -> None:
         if rnn.bidirectional:
             raise ValueError("a bidirectional model cannot generate text")
-        self.model, self.mode, self.hidden = model, rnn.mode, rnn.hidden_size
+        self.rnn, self.cell, self.hidden = rnn, rnn.cell, rnn.hidden_size
+        self.embedding = embedding
         dtype = dtype or default_sample_dtype(batch)
-        self.layers: list[tuple[Tensor, ...]] = []
-        with torch.no_grad():
-            def prep(w: Tensor) -> Tensor | Int8Weight:
-                if dtype == torch.int8:
-                    return Int8Weight(w)
-                return w.detach().to("cpu", dtype).contiguous()
 
+        def prep(w: Tensor) -> Tensor | Int8Weight:
+            if dtype == torch.int8:
+                return Int8Weight(w)
+            return w.detach().to("cpu", dtype).contiguous()
+
+        cpu = [{role: w.detach().float().cpu() for role, w in rnn.layer_weights(k).items()}
+               for k in range(rnn.num_layers)]
+        self.layers: list[dict[str, Any]] = []
+        with torch.no_grad():
             for k in range(rnn.num_layers):
-                w_ih, w_hh, *b = [w.detach().float().cpu() for w in rnn.layer_weights(k)]
-                b_ih, b_hh = b if b else (torch.zeros(w_ih.shape[0]),) * 2
-                if self.mode == "gru":  # the reset gate needs the recurrent product on its own
-                    self.layers.append((prep(w_ih), b_ih, prep(w_hh), b_hh))
-                elif k == 0:  # input product and both biases live in the table
-                    self.layers.append((prep(w_hh),))
+                w = cpu[k]
+                zeros = torch.zeros(w["weight_ih"].shape[0])
+                b_ih, b_hh = w.get("bias_ih", zeros), w.get("bias_hh", zeros)
+                standard = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                extra = {role: v for role, v in w.items() if role not in standard}
+                if self.cell.additive and k > 0:  # one product on [x, h]
+                    self.layers.append({"both": prep(torch.cat([w["weight_ih"], w["weight_hh"]], 1)),
+                                        "bias": b_ih + b_hh, **extra})
+                elif self.cell.additive:  # layer 0: the input product and both biases live in the table
+                    self.layers.append({"weight_hh": prep(w["weight_hh"]), **extra})
                 else:
-                    self.layers.append((prep(torch.cat([w_ih, w_hh], 1)), b_ih + b_hh))
-            w_ih0, _, *b0 = [w.detach().float().cpu() for w in rnn.layer_weights(0)]
-            self.table = model.embed.weight.detach().float().cpu() @ w_ih0.t()
-            if b0:
-                self.table += b0[0]
-                if self.mode != "gru":  # the recurrent bias joins the input bias in the table
-                    self.table += b0[1]
+                    self.layers.append({"weight_ih": prep(w["weight_ih"]), "bias_ih": b_ih,
+                                        "weight_hh": prep(w["weight_hh"]), "bias_hh": b_hh, **extra})
+            # layer 0's input projection of a one-hot token is a row of E W_ih^T + biases: a lookup
+            w0 = cpu[0]
+            table = self.cell.project(embedding.weight.detach().float().cpu(), w0)
+            if self.cell.additive and "bias_hh" in w0:
+                table = table + w0["bias_hh"]
+            self.table = table
             # the output layer is small: float32 costs little memory, and its kernel at batch 1
             # (torch.mv) is several times faster than the bf16 one
-            self.head_w = model.head.weight.detach().float().cpu().contiguous()
-            self.head_b = model.head.bias.detach().float().cpu()
+            self.head_w = head.weight.detach().float().cpu().contiguous()
+            self.head_b = head.bias.detach().float().cpu()
 
-    def _layer_step(self, k: int, x: Tensor | None, token: Tensor, h: Tensor, c: Tensor | None):
+    def weight_bytes(self) -> int:
+        """Bytes of the step weights read per step (the head included)."""
+        total = self.head_w.numel() * self.head_w.element_size()
+        for layer in self.layers:
+            for w in layer.values():
+                if isinstance(w, Int8Weight):
+                    total += w.nbytes()
+                elif w.dim() == 2:
+                    total += w.numel() * w.element_size()
+        return total
+
+    def _layer_step(self, k: int, x: Tensor | None, token: Tensor, state: State) -> State:
         w = self.layers[k]
-        if self.mode == "gru":
-            xw = self.table.index_select(0, token) if k == 0 else matvec(w[0], x, w[1])
-            x_r, x_z, x_n = xw.chunk(3, 1)
-            h_r, h_z, h_n = matvec(w[2], h, w[3]).chunk(3, 1)
-            r, z = torch.sigmoid(torch.cat([x_r + h_r, x_z + h_z], 1)).chunk(2, 1)
-            n = torch.tanh(x_n + r * h_n)
-            return n + z * (h - n), None
+        if not self.cell.additive:
+            xw = self.table.index_select(0, token) if k == 0 else matvec(x, w["weight_ih"], w["bias_ih"])
+            return self.cell.step(xw, state, w, linear=matvec)
         if k == 0:
-            pre = matvec(w[0], h, self.table.index_select(0, token))
+            pre = matvec(state[0], w["weight_hh"], self.table.index_select(0, token))
         else:
-            pre = matvec(w[0], torch.cat([x, h], 1), w[1])
-        if self.mode == "lstm":
-            i, f, _, o = torch.sigmoid(pre).chunk(4, 1)
-            g = torch.tanh(pre[:, 2 * self.hidden: 3 * self.hidden])
-            c = torch.addcmul(f * c, i, g)
-            return o * torch.tanh(c), c
-        return (torch.tanh(pre) if self.mode == "rnn_tanh" else torch.relu(pre)), None
+            pre = matvec(torch.cat([x, state[0]], 1), w["both"], w["bias"])
+        return self.cell.update(pre, state)
 
-    def step(self, token: Tensor, hs: list[Tensor], cs: list[Tensor | None]) -> Tensor:
-        """Advance every layer by one character (``token``: (B,) ids); return next-char logits."""
+    def step(self, token: Tensor, states: list[State]) -> Tensor:
+        """Advance every layer by one token (``token``: (B,) ids), updating ``states``; return next-token logits."""
         x = None
         for k in range(len(self.layers)):
-            hs[k], cs[k] = self._layer_step(k, x, token, hs[k], cs[k])
-            x = hs[k]
-        return matvec(self.head_w, x, self.head_b)
+            states[k] = self._layer_step(k, x, token, states[k])
+            x = states[k][0]
+        return matvec(x, self.head_w, self.head_b)
 
-    def prime_state(self, ids: Tensor, batch: int) -> tuple[list[Tensor], list[Tensor | None], Tensor]:
-        """Run the prime (all but its last char) through the full layer; return the state and last id."""
-        n = len(self.layers)
-        hs = [torch.zeros(batch, self.hidden) for _ in range(n)]
-        cs: list[Tensor | None] = [torch.zeros(batch, self.hidden) if self.mode == "lstm" else None
-                                   for _ in range(n)]
+    @torch.no_grad()
+    def prime_state(self, ids: Tensor, batch: int) -> tuple[list[State], Tensor]:
+        """Run the prime (all but its last token) through the full layer; return the state and last id."""
+        n, parts = len(self.layers), self.cell.state_size
+        states: list[State] = [tuple(torch.zeros(batch, self.hidden) for _ in range(parts)) for _ in range(n)]
         if len(ids) > 1:
-            device = next(self.model.parameters()).device
-            _, state = self.model(ids[:-1].to(device).unsqueeze(0).expand(batch, -1))
-            if self.mode == "lstm":
-                hs, cs = [h.float().cpu() for h in state[0]], [c.float().cpu() for c in state[1]]
-            else:
-                hs = [h.float().cpu() for h in state]
-        return hs, cs, ids[-1].expand(batch).clone()
+            device = self.embedding.weight.device
+            x = self.embedding(ids[:-1].to(device)).unsqueeze(0 if self.rnn.batch_first else 1)
+            _, final = self.rnn(x.expand(batch, -1, -1) if self.rnn.batch_first else x.expand(-1, batch, -1))
+            final = self.rnn._internal(final)
+            states = [tuple(f[k].float().cpu() for f in final) for k in range(n)]
+        return states, ids[-1].expand(batch).clone()
 
     def generate(self, vocab: Vocab, prime: str, length: int, num_samples: int,
                  generator: torch.Generator, temperature: float, top_k: int | None,
@@ -161,12 +177,12 @@ class StepGenerator:
         if not prime:
             prime = "\n" if "\n" in vocab.index else vocab.chars[0]
         ids = torch.from_numpy(vocab.encode(prime).astype("int64"))
-        hs, cs, token = self.prime_state(ids, num_samples)
+        states, token = self.prime_state(ids, num_samples)
         choose = Picker(generator, temperature, top_k, top_p, greedy)
         out: list[list[str]] = [[] for _ in range(num_samples)]
         done = [False] * num_samples
         for _ in range(length):
-            token = choose(self.step(token, hs, cs))
+            token = choose(self.step(token, states))
             for b, t in enumerate(token.tolist()):
                 if done[b]:
                     continue

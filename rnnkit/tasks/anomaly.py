@@ -39,9 +39,11 @@ from torch import Tensor, nn
 
 from ..data import timeseries as ts
 from ..errors import RnnkitError
+from ..nn.cells import CELLS
+from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
 from ..training.trainer import TrainConfig, Trainer, TrainResult
-from .forecast import LAYERS, TRAIN_FIELDS, ForecastNet, ForecastTask, NetConfig, Windows, torch_threads
+from .forecast import TRAIN_FIELDS, ForecastNet, ForecastTask, NetConfig, Windows, torch_threads
 
 METHODS = ("prediction", "reconstruction")
 
@@ -56,8 +58,8 @@ class LSTMAutoencoder(nn.Module):
     def __init__(self, window: int, hidden: int, layers: int = 1, cell: str = "lstm") -> None:
         super().__init__()
         self.window = window
-        self.encoder = LAYERS[cell](1, hidden, layers, batch_first=True)
-        self.decoder = LAYERS[cell](hidden, hidden, layers, batch_first=True)
+        self.encoder = make_layer(cell, 1, hidden, layers, batch_first=True)
+        self.decoder = make_layer(cell, hidden, hidden, layers, batch_first=True)
         self.out = nn.Linear(hidden, 1)
 
     def forward(self, x: Tensor, future: Tensor | None = None, state: Any = None) -> tuple[Tensor, Any]:
@@ -174,8 +176,8 @@ class Detector:
                  num_threads: int | None = 1, progress: bool | None = False, **train_options: Any) -> None:
         if method not in METHODS:
             raise RnnkitError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-        if cell not in LAYERS:
-            raise RnnkitError(f"cell must be one of {', '.join(LAYERS)}, not {cell!r}")
+        if cell not in CELLS:
+            raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
         for name, v in (("window", window), ("hidden", hidden), ("layers", layers), ("smoothing", smoothing),
                         ("history", history), ("refresh", refresh), ("warmup", warmup), ("batch_size", batch_size)):
             if v <= 0:

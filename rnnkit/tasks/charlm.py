@@ -25,8 +25,9 @@ from ..data.text import (
 )
 from ..errors import RnnkitError
 from ..io import write_json
+from ..nn.cells import CELLS
 from ..nn.init import init_recurrent
-from ..nn.layers import GRU, LSTM, RNN
+from ..nn.layers import make_layer
 from ..nn.stepping import SAMPLE_PRECISIONS, StepGenerator
 from ..training import distributed
 from ..training.checkpoint import load_checkpoint
@@ -40,7 +41,6 @@ from ..training.trainer import (
     resolve_precision,
 )
 
-LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "rnn_relu": RNN}
 LN2 = math.log(2)
 
 
@@ -56,8 +56,8 @@ class ModelConfig:
     vocab_size: int = 0
 
     def validate(self) -> None:
-        if self.cell not in LAYERS:
-            raise RnnkitError(f"--cell must be one of {', '.join(LAYERS)}, not {self.cell!r}")
+        if self.cell not in CELLS:
+            raise RnnkitError(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
         for name in ("hidden", "layers"):
             if getattr(self, name) <= 0:
                 raise RnnkitError(f"--{name} must be positive, got {getattr(self, name)}")
@@ -76,11 +76,9 @@ class CharLM(nn.Module):
         super().__init__()
         config.validate()
         self.config, self.vocab = config, vocab
-        extra = {"nonlinearity": "relu"} if config.cell == "rnn_relu" else {}
         self.embed = nn.Embedding(config.vocab_size, config.hidden)
-        self.rnn = LAYERS[config.cell](config.hidden, config.hidden, config.layers,
-                                       dropout=config.dropout if config.layers > 1 else 0.0,
-                                       batch_first=True, **extra)
+        self.rnn = make_layer(config.cell, config.hidden, config.hidden, config.layers,
+                              dropout=config.dropout if config.layers > 1 else 0.0, batch_first=True)
         init_recurrent(self.rnn, config.init)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
@@ -155,7 +153,8 @@ class CharLM(nn.Module):
                               + ", ".join(repr(c) for c in missing))
         if precision not in ("auto", *SAMPLE_PRECISIONS):
             raise RnnkitError(f"--precision must be auto, {', '.join(SAMPLE_PRECISIONS)}, not {precision!r}")
-        gen = StepGenerator(self, None if precision == "auto" else SAMPLE_PRECISIONS[precision], num_samples)
+        dtype = None if precision == "auto" else SAMPLE_PRECISIONS[precision]
+        gen = StepGenerator(self.embed, self.rnn, self.head, dtype, num_samples)
         g = torch.Generator(device="cpu")
         g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, (1,)).item()))
         return gen.generate(vocab, prime, length, num_samples, g, temperature, top_k, top_p,

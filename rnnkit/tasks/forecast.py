@@ -44,12 +44,12 @@ from torch import Tensor, nn
 from ..data import timeseries as ts
 from ..errors import RnnkitError
 from ..io import write_json
-from ..nn.layers import GRU, LSTM, RNN
+from ..nn.cells import CELLS
+from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.trainer import TrainConfig, Trainer, TrainResult, checkpoint_meta
 
-LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 MODES = ("direct", "autoregressive")
 LIKELIHOODS = ("quantile", "gaussian", "mse")
 
@@ -88,8 +88,8 @@ class ForecastNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         in_size = cfg.n_targets + cfg.n_past + cfg.n_future
-        self.rnn = LAYERS[cfg.cell](in_size, cfg.hidden, cfg.layers, batch_first=True,
-                                    dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.rnn = make_layer(cfg.cell, in_size, cfg.hidden, cfg.layers, batch_first=True,
+                              dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         out = cfg.n_targets * cfg.n_params
         if cfg.mode == "direct":
             self.head = nn.Sequential(
@@ -340,8 +340,8 @@ class Forecaster:
             raise RnnkitError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if likelihood not in LIKELIHOODS:
             raise RnnkitError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, not {likelihood!r}")
-        if cell not in LAYERS:
-            raise RnnkitError(f"cell must be one of {', '.join(LAYERS)}, not {cell!r}")
+        if cell not in CELLS:
+            raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
         if not 0 < interval < 1:
             raise RnnkitError(f"interval must be in (0, 1), got {interval}")
         for name, v in (("input_len", input_len), ("hidden", hidden), ("layers", layers),

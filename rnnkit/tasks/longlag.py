@@ -31,14 +31,14 @@ from torch import Tensor, nn
 
 from ..errors import RnnkitError
 from ..io import atomic_write, write_json
+from ..nn.cells import CELLS
 from ..nn.init import init_recurrent
-from ..nn.layers import GRU, LSTM, RNN
+from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
 from ..training.checkpoint import load_checkpoint
 from ..training.trainer import TrainConfig, Trainer
 
 PROBLEMS = ("adding", "copy")
-CELLS = {"rnn": RNN, "rnn_relu": RNN, "lstm": LSTM, "gru": GRU}
 COPY_SYMBOLS, COPY_LENGTH = 8, 10
 BLANK, DELIMITER = COPY_SYMBOLS, COPY_SYMBOLS + 1  # ids 0..7 are data symbols
 
@@ -94,9 +94,8 @@ class LongLagModel(nn.Module):
                  init: str = "default", t_max: int = 100) -> None:
         super().__init__()
         self.problem = problem
-        extra = {"nonlinearity": "relu"} if cell == "rnn_relu" else {}
         n_in, n_out = (2, 1) if problem == "adding" else (COPY_SYMBOLS + 2, COPY_SYMBOLS + 2)
-        self.rnn = CELLS[cell](n_in, hidden, layers, batch_first=True, **extra)
+        self.rnn = make_layer(cell, n_in, hidden, layers, batch_first=True)
         init_recurrent(self.rnn, init, t_max=t_max)  # the same schemes as every rnnkit model
         self.head = nn.Linear(hidden, n_out)
 
