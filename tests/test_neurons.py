@@ -67,7 +67,7 @@ def planted_model() -> CharLM:
     torch.manual_seed(0)
     H = 8
     model = CharLM(ModelConfig(cell="lstm", hidden=H, layers=1, vocab_size=len(vocab)), vocab)
-    w_ih, w_hh, b_ih, b_hh = model.rnn.layer_weights(0)
+    w_ih, w_hh, b_ih, b_hh = model.rnn.layer_weights(0).values()
     with torch.no_grad():
         model.embed.weight[:, :2] = 0
         for ch, v in [("(", 3), ("[", 3), ("{", 3), (")", -3), ("]", -3), ("}", -3)]:
