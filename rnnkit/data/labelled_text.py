@@ -238,8 +238,10 @@ def read_table(path: str | os.PathLike, text_col: str = "text", label_col: str =
     if len(rows) == 0:
         raise RnnkitError(f"{path} has a header but no rows")
     origins = [f"{path} row {i + 1}" for i in range(len(rows))]
-    texts = [_cell(v, "text", o) for v, o in zip(rows[text_col].tolist(), origins, strict=True)]
-    labels = [_cell(v, "label", o) for v, o in zip(rows[label_col].tolist(), origins, strict=True)]
+    # gaps (NaN, None, pd.NA in nullable columns) all become None, which _cell refuses by name
+    texts, labels = ([_cell(v, what, o) for v, o in zip(rows[col].astype(object).where(rows[col].notna(), None)
+                                                         .tolist(), origins, strict=True)]
+                     for col, what in ((text_col, "text"), (label_col, "label")))
     return LabelledText(texts, labels, origins)
 
 
