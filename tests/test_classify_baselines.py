@@ -125,3 +125,20 @@ def test_nbsvm_beats_chance_on_rt_polarity():
     train, test = data.subset(idx[:1600]), data.subset(idx[1600:])
     acc = NBSVM().fit(train.texts, train.labels).score(test.texts, test.labels)
     assert acc > 0.66, acc  # 0.73 measured; chance is 0.5
+
+
+def test_benchmark_script_prints_a_table(tmp_path, monkeypatch, capsys):
+    import runpy
+
+    data = synthetic(40, ["neg", "pos"], seed=6)
+    csv = tmp_path / "d.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in zip(data.texts, data.labels, strict=True)))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "classify_baselines.py"
+    monkeypatch.syspath_prepend(str(script.parent))  # as when run as a script: its folder first on the path
+    monkeypatch.setattr("sys.argv", [str(script), "--data", str(csv), "--folds", "2", "--models", "nbsvm",
+                                     "tfidf-lr:C=10"])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "| nbsvm | defaults |" in out and "| tfidf-lr | C=10 |" in out
+    assert "2-fold stratified cross-validation (seed 0)" in out and "40 examples (neg 20, pos 20)" in out
+    assert "machine: " in out and "command: python " in out
