@@ -444,9 +444,9 @@ def plot_spectrogram(features: torch.Tensor | np.ndarray, path: str | os.PathLik
                            gridspec_kw={"height_ratios": ratios})
     axes = axes[:, 0]
     ax = axes[0]
-    im = ax.imshow(img.T, origin="lower", aspect="auto", extent=(0, span, 0, img.shape[1]), cmap="magma",
+    ax.imshow(img.T, origin="lower", aspect="auto", extent=(0, span, 0, img.shape[1]), cmap="magma",
                    interpolation="nearest")
-    fig.colorbar(im, ax=ax, pad=0.01)
+    # no colour bar: it would narrow this panel alone and put its frames out of line with the panels below
     ax.set_ylabel("band")
     if title:
         ax.set_title(title)
@@ -459,7 +459,7 @@ def plot_spectrogram(features: torch.Tensor | np.ndarray, path: str | os.PathLik
         for c in range(post.shape[1]):
             name = names[c] if names is not None and c < len(names) else str(c)
             style = {"color": "0.6", "lw": 0.8, "ls": "--"} if c == blank else {"lw": 1.2}
-            ax.plot(x, post[:, c], label=name if c != blank else f"{name or 'blank'} (blank)", **style)
+            ax.plot(x, post[:, c], label=name if c != blank else (f"{name} (blank)" if name else "blank"), **style)
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("posterior")
         if post.shape[1] <= 30:
