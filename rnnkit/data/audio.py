@@ -33,7 +33,7 @@ from ..errors import RnnkitError
 
 try:
     import soundfile as _soundfile
-except ImportError:  # the stdlib reader below still handles PCM WAV
+except (ImportError, OSError):  # no soundfile, or no libsndfile under it: the stdlib reads PCM WAV
     _soundfile = None
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -48,7 +48,8 @@ def _read_wave(path: Path) -> tuple[np.ndarray, int]:
             width, channels, rate = w.getsampwidth(), w.getnchannels(), w.getframerate()
             raw = w.readframes(w.getnframes())
     except (wave.Error, EOFError) as e:
-        raise RnnkitError(f"cannot read {path} as PCM WAV (install soundfile for other formats): {e}") from None
+        reason = str(e) or "the file ends inside its header"  # EOFError carries no message
+        raise RnnkitError(f"cannot read {path} as PCM WAV (install soundfile for other formats): {reason}") from None
     if width == 1:  # 8-bit WAV is unsigned, centred on 128
         data = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
     elif width == 3:  # 24-bit: widen each little-endian triple to int32 by putting it in the top bytes
@@ -68,6 +69,7 @@ def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
         data, rate = _soundfile.read(str(path), dtype="float32", always_2d=True)
     except (_soundfile.LibsndfileError, RuntimeError, TypeError) as e:
         reason = " ".join(str(e).split())  # libsndfile messages can span lines; the error is one
+        reason = reason.split("': ", 1)[-1] if reason.startswith("Error opening") else reason  # it repeats the path
         raise RnnkitError(f"cannot read {path} as audio: {reason}") from None
     return data, rate
 
@@ -223,12 +225,19 @@ def frame_count(num_samples: int, win_length: int, hop_length: int) -> int:
     return 1 + max(0, math.ceil((num_samples - win_length) / hop_length))
 
 
+def _frame_window(win_length: int, n_fft: int) -> torch.Tensor:
+    # a Hann window of win_length at the start of each n_fft frame, zeros after: torch.stft would centre
+    # a shorter window inside the frame, and this keeps frame t starting at sample t * hop
+    return torch.nn.functional.pad(torch.hann_window(win_length, periodic=True), (0, n_fft - win_length))
+
+
 def power_spectrogram(samples: torch.Tensor | np.ndarray, win_length: int, hop_length: int,
-                      n_fft: int | None = None) -> torch.Tensor:
+                      n_fft: int | None = None, window: torch.Tensor | None = None) -> torch.Tensor:
     """``|STFT|^2`` of Hann-windowed frames via ``torch.stft``: ``(frames, n_fft // 2 + 1)``.
 
     Frame ``t`` covers samples ``[t * hop, t * hop + win_length)``; the signal is zero-padded at the
     end so that a clip shorter than one window still gives one frame and no sample is dropped.
+    ``window`` is the padded window to reuse (:class:`FeatureConfig` keeps one); built when not given.
     """
     x = _as_wave(samples)
     n_fft = n_fft or win_length
@@ -238,9 +247,7 @@ def power_spectrogram(samples: torch.Tensor | np.ndarray, win_length: int, hop_l
     # the padded length lets torch.stft (center=False) take exactly `frames` frames of n_fft samples
     need = (frames - 1) * hop_length + n_fft
     x = torch.nn.functional.pad(x, (0, need - len(x)))
-    # a Hann window of win_length at the start of each n_fft frame, zeros after: torch.stft would centre
-    # a shorter window inside the frame, and this keeps frame t starting at sample t * hop
-    window = torch.nn.functional.pad(torch.hann_window(win_length, periodic=True), (0, n_fft - win_length))
+    window = _frame_window(win_length, n_fft) if window is None else window
     spec = torch.stft(x, n_fft=n_fft, hop_length=hop_length, win_length=n_fft, window=window, center=False,
                       return_complex=True)
     return (spec.real**2 + spec.imag**2).T.contiguous()
@@ -329,12 +336,16 @@ class FeatureConfig:
         return mel_filterbank(self.n_mels, self.fft_size, self.sample_rate, self.f_min, self.f_max, self.mel_scale)
 
     @cached_property
+    def window(self) -> torch.Tensor:
+        return _frame_window(self.win_length, self.fft_size)
+
+    @cached_property
     def dct(self) -> torch.Tensor:
         return dct_matrix(self.n_mels, self.n_mfcc)
 
     def log_mel(self, samples: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Log mel energies ``(frames, n_mels)`` (natural log), before any normalisation."""
-        power = power_spectrogram(samples, self.win_length, self.hop_length, self.fft_size)
+        power = power_spectrogram(samples, self.win_length, self.hop_length, self.fft_size, self.window)
         mel = power @ self.filterbank.T
         # the floor keeps digital silence (exact zeros, as in gaps between digits) finite; relative to the
         # loudest band so it does not depend on the recording level, absolute when the clip is all zeros
