@@ -312,14 +312,17 @@ class FeatureConfig:
 
     @property
     def win_length(self) -> int:
+        """Window length in samples."""
         return round(self.sample_rate * self.win_ms / 1000)
 
     @property
     def hop_length(self) -> int:
+        """Hop between frames in samples."""
         return round(self.sample_rate * self.hop_ms / 1000)
 
     @property
     def fft_size(self) -> int:
+        """FFT length: ``n_fft``, or the next power of two at or above the window."""
         return self.n_fft or 1 << (self.win_length - 1).bit_length()
 
     @property
@@ -333,14 +336,17 @@ class FeatureConfig:
 
     @cached_property
     def filterbank(self) -> torch.Tensor:
+        """The ``(n_mels, fft_size // 2 + 1)`` mel filters, built on first use."""
         return mel_filterbank(self.n_mels, self.fft_size, self.sample_rate, self.f_min, self.f_max, self.mel_scale)
 
     @cached_property
     def window(self) -> torch.Tensor:
+        """The Hann window padded to ``fft_size``, built on first use."""
         return _frame_window(self.win_length, self.fft_size)
 
     @cached_property
     def dct(self) -> torch.Tensor:
+        """The ``(n_mels, n_mfcc)`` orthonormal DCT-II matrix."""
         return dct_matrix(self.n_mels, self.n_mfcc)
 
     def log_mel(self, samples: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -367,6 +373,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
+        """Rebuild from :meth:`to_dict`; an unknown key (a typo, a newer version) is refused."""
         known = {f.name for f in fields(cls) if f.init}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -91,6 +91,7 @@ class Alphabet:
         return ["", *self.symbols]
 
     def encode(self, text: str) -> list[int]:
+        """Label ids of each character; a character outside the alphabet is a one-line error."""
         try:
             return [self._ids[c] for c in text]
         except KeyError as e:
@@ -160,6 +161,7 @@ class Utterance:
 
     @property
     def sources(self) -> tuple[Path, ...]:
+        """The recording itself (as :attr:`DigitString.sources` lists its recordings)."""
         return (self.path,)
 
 
@@ -301,10 +303,12 @@ class DigitString:
 
     @property
     def digits(self) -> list[int]:
+        """The digits spoken, in order."""
         return [p.digit for p in self.parts]
 
     @property
     def speaker(self) -> str | None:
+        """The one speaker of every part."""
         return self.parts[0].speaker
 
     @property
@@ -420,6 +424,7 @@ class SpeechDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose SpecAugment masks items get."""
         self.epoch = int(epoch)
 
     def features_of(self, index: int) -> torch.Tensor:
