@@ -378,6 +378,7 @@ _HARMONICS = (1.0, 0.5, 0.3, 0.15, 0.08)  # partial amplitudes: a soft, piano-li
 _ATTACK_S = 0.01  # fast enough to sound struck, slow enough not to click
 _DECAY_S = 1.5  # held notes fade like a struck string rather than drone like an organ
 _RELEASE_S = 0.12  # a fade after the key is let go, so note ends do not click
+_RESTRIKE_FADE_S = 0.015  # how fast a note stops when its key is struck again
 _PEAK = 0.9  # normalised peak, leaving headroom below full scale
 
 
@@ -405,18 +406,28 @@ def _builtin_synth(notes: list[tuple[int, int, int]], frames: int, frame_seconds
                    sample_rate: int) -> np.ndarray:
     frame_samples = frame_seconds * sample_rate
     release = int(round(_RELEASE_S * sample_rate))
+    restrike_fade = int(round(_RESTRIKE_FADE_S * sample_rate))
     out = np.zeros(int(round(frames * frame_samples)) + release + 1, dtype=np.float64)
+    restruck = {(pitch, start) for pitch, start, _ in notes}
     for pitch, start, end in notes:
         a = int(round(start * frame_samples))
         hold = max(int(round(end * frame_samples)) - a, 1)
-        t = np.arange(hold + release) / sample_rate
+        if (pitch, end) in restruck:
+            # the same key is struck again at once: like one string, it stops (a short fade, no click)
+            # instead of ringing on under the new note, so a repeated note is heard as two
+            t = np.arange(hold) / sample_rate
+            env = np.minimum(t / _ATTACK_S, 1.0) * np.exp(-t / _DECAY_S)
+            fade = min(restrike_fade, hold)
+            env[hold - fade:] *= np.linspace(1.0, 0.0, fade)
+        else:
+            t = np.arange(hold + release) / sample_rate
+            env = np.minimum(t / _ATTACK_S, 1.0) * np.exp(-t / _DECAY_S)
+            env[hold:] *= np.linspace(1.0, 0.0, release, endpoint=False) if release else 1.0
         f0 = 440.0 * 2.0 ** ((pitch - 69) / 12)
         wave_ = np.zeros_like(t)
         for k, amp in enumerate(_HARMONICS, start=1):
             if k * f0 < sample_rate / 2:  # partials above Nyquist would alias into wrong pitches
                 wave_ += amp * np.sin(2 * np.pi * k * f0 * t)
-        env = np.minimum(t / _ATTACK_S, 1.0) * np.exp(-t / _DECAY_S)
-        env[hold:] *= np.linspace(1.0, 0.0, release, endpoint=False) if release else 1.0
         out[a:a + len(t)] += wave_ * env
     return out
 
@@ -426,7 +437,8 @@ def render_audio(roll: Any, onsets: Any | None = None, *, frame_seconds: float =
     """Mono ``float32`` audio of a roll, peak-normalised to 0.9 (all zeros for a silent roll).
 
     ``synth="builtin"``: five additive harmonics per note with a 10 ms attack, a slow
-    exponential decay while held and a 120 ms release after the note ends. ``"fluidsynth"``:
+    exponential decay while held and a 120 ms release after the note ends (a 15 ms fade instead
+    when the same pitch is struck again at once, so repeated notes stay audible). ``"fluidsynth"``:
     pretty_midi's FluidSynth path with ``soundfont`` (default: pretty_midi's bundled General MIDI
     one), an error if it is unavailable. ``"auto"``: FluidSynth when available, else built-in.
     """
