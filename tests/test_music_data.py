@@ -150,6 +150,7 @@ def test_read_midi_held_and_repeated_notes(tmp_path):
     assert m.onsets[:, col(64)].tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 0]
     assert m.roll[:, col(67)].tolist() == [0] * 8 + [1]
     assert m.roll.sum() == 17 and m.notes == 4 and m.steps_per_beat == 4 and m.initial_bpm == 120
+    assert m.frame_seconds == pytest.approx(0.125)
     # at 8 steps per beat every note lasts twice as many frames
     assert read_midi(path, steps_per_beat=8).roll[:, col(60)].sum() == 16
 
@@ -217,6 +218,9 @@ def test_read_midi_errors(tmp_path):
         read_midi(make_midi(tmp_path / "high.mid", [(120, 0, TPB)]))
     with pytest.raises(RnnkitError, match="steps_per_beat"):
         read_midi(good, steps_per_beat=0)
+    # the largest delta time MIDI can encode, 2^28 - 1 ticks (a damaged one, say): refused before allocating
+    with pytest.raises(RnnkitError, match="timing looks damaged"):
+        read_midi(make_midi(tmp_path / "long.mid", [(60, 0, 0x0FFFFFFF)]))
 
 
 def test_load_midi_folder(tmp_path):

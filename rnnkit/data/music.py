@@ -52,6 +52,7 @@ MAT_DATASETS = ("JSB_Chorales", "Nottingham", "MuseData", "Piano_midi")
 _MAT_KEYS = {"train": "traindata", "valid": "validdata", "test": "testdata"}
 DRUM_CHANNEL = 9  # channel 10 in the 1-based numbering of the General MIDI standard
 MIDI_SUFFIXES = (".mid", ".midi")
+MAX_FRAMES = 1 << 21  # 2M frames: 18 hours of 16th notes at 120 bpm, 6 at 100 frames a second
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
@@ -143,6 +144,13 @@ class MidiRoll:
     notes: int  # notes in the roll
     dropped_notes: int  # notes outside 21-108, left out
     drum_notes: int  # notes on the drum channel, left out
+
+    @property
+    def frame_seconds(self) -> float:
+        """How long a frame lasts: exact for a frame rate, at the initial tempo on the beat grid."""
+        if self.frame_rate is not None:
+            return 1.0 / self.frame_rate
+        return 60.0 / (self.initial_bpm * self.steps_per_beat)
 
 
 class _TempoMap:
@@ -253,6 +261,9 @@ def read_midi(path: str | os.PathLike, steps_per_beat: int = 4, frame_rate: floa
     start = to_frame(kept[:, 0])
     end = np.maximum(to_frame(kept[:, 1]), start + 1)
     frames = int(max(end.max(), to_frame(np.array([end_tick]))[0]))
+    if frames > MAX_FRAMES:  # a damaged delta time can claim days of silence; refuse before allocating it
+        raise RnnkitError(f"{path} would span {frames:,} frames (more than {MAX_FRAMES:,}); "
+                          "its timing looks damaged, or use a coarser grid")
     roll = np.zeros((frames, N_PITCHES), dtype=np.uint8)
     onsets = np.zeros_like(roll)
     col = kept[:, 2] - LOWEST_PITCH
