@@ -356,6 +356,33 @@ def test_fluidsynth_missing_is_one_line():
     one_line(e)
 
 
+def test_fluidsynth_path_wiring(monkeypatch):
+    # FluidSynth itself is not installed here: stand in for it to check what rnnkit does with its output
+    pretty_midi = pytest.importorskip("pretty_midi")
+    calls = []
+
+    def fake(self, fs=None, synthesizer=None, **_):
+        calls.append((fs, synthesizer, [(n.pitch, n.start, n.end) for n in self.instruments[0].notes]))
+        return 3.0 * np.sin(np.arange(fs) / 5)  # louder than full scale, as a soundfont can be
+
+    monkeypatch.setattr(music, "fluidsynth_available", lambda: True)
+    monkeypatch.setattr(pretty_midi.PrettyMIDI, "fluidsynth", fake)
+    r = empty_roll(4)
+    r[1:3, col(60)] = 1
+    sf2 = Path(__file__)  # any existing file passes as the soundfont; the fake never reads it
+    audio = render_audio(r, frame_seconds=0.5, sample_rate=8000, synth="fluidsynth", soundfont=str(sf2))
+    assert calls == [(8000, str(sf2), [(60, 0.5, 1.5)])]
+    assert np.abs(audio).max() == pytest.approx(0.9, abs=1e-6)  # normalised, no clipping
+
+    def broken(self, **_):
+        raise RuntimeError("cannot load soundfont")
+
+    monkeypatch.setattr(pretty_midi.PrettyMIDI, "fluidsynth", broken)
+    with pytest.raises(RnnkitError, match="FluidSynth failed"):
+        render_audio(r, synth="fluidsynth", soundfont=str(sf2))
+    assert np.isfinite(render_audio(r, synth="auto", soundfont=str(sf2))).all()  # auto falls back
+
+
 # ---------------------------------------------------------------------------- plots
 
 

@@ -413,6 +413,23 @@ def _default_soundfont() -> str | None:
     return str(sf2) if sf2.is_file() else None
 
 
+def _fluidsynth(notes: list[tuple[int, int, int]], frame_seconds: float, sample_rate: int,
+                sf2: str) -> np.ndarray:
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=0)
+    inst.notes = [pretty_midi.Note(velocity=80, pitch=p, start=s * frame_seconds, end=e * frame_seconds)
+                  for p, s, e in notes]
+    pm.instruments.append(inst)
+    try:
+        audio = pm.fluidsynth(fs=sample_rate, synthesizer=sf2)
+    except TypeError:  # pretty_midi before 0.2.11 names the soundfont sf2_path
+        audio = pm.fluidsynth(fs=sample_rate, sf2_path=sf2)
+    audio = np.asarray(audio, dtype=np.float64)
+    return audio if audio.size else np.zeros(1)  # pretty_midi returns an empty array for no notes
+
+
 def _builtin_synth(notes: list[tuple[int, int, int]], frames: int, frame_seconds: float,
                    sample_rate: int) -> np.ndarray:
     frame_samples = frame_seconds * sample_rate
@@ -472,16 +489,15 @@ def _render(roll: Any, onsets: Any | None, frame_seconds: float, sample_rate: in
             raise RnnkitError("FluidSynth rendering needs pyfluidsynth, libfluidsynth and a soundfont "
                               f"({'none found' if sf2 is None else sf2}); use synth='builtin'")
         engine = "fluidsynth" if usable else "builtin"
+    audio = None
     if engine == "fluidsynth":
-        import pretty_midi
-
-        pm = pretty_midi.PrettyMIDI()
-        inst = pretty_midi.Instrument(program=0)
-        inst.notes = [pretty_midi.Note(velocity=80, pitch=p, start=s * frame_seconds, end=e * frame_seconds)
-                      for p, s, e in notes]
-        pm.instruments.append(inst)
-        audio = np.asarray(pm.fluidsynth(fs=sample_rate, sf2_path=sf2), dtype=np.float64) if notes else np.zeros(1)
-    else:
+        try:
+            audio = _fluidsynth(notes, frame_seconds, sample_rate, sf2)
+        except Exception as e:  # a soundfont it cannot load, a synth that fails to start
+            if synth == "fluidsynth":
+                raise RnnkitError(f"FluidSynth failed with soundfont {sf2} ({_one_line(e, 100)})") from None
+            engine = "builtin"  # "auto" promised audio, and the built-in synth always delivers
+    if audio is None:
         audio = _builtin_synth(notes, len(r), frame_seconds, sample_rate)
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak > 0:
