@@ -87,6 +87,12 @@ def load_mat(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     ``uint8`` arrays of shape ``(frames, 88)``, pieces in the file's order. The file holds
     ``traindata``, ``validdata`` and ``testdata``, each a MATLAB cell array (a ``(1, n)``
     object array in scipy) of ``(frames x 88)`` 0/1 ``uint8`` matrices.
+
+    The files do not record their time step: it is the authors' grid (quarter notes for JSB,
+    by the JSB-Chorales-dataset README), so write JSB rolls back with ``steps_per_beat=1``.
+    Read with column 0 as MIDI 21, JSB's voices sit an octave above where chorales are sung
+    (median highest note C6, lowest D#4, over the training frames); the other three sets
+    look at pitch. The rolls are returned as stored, not transposed.
     """
     path = Path(path)
     if not path.is_file():
