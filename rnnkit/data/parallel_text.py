@@ -483,7 +483,7 @@ class ParallelTokenizer:
         directory = Path(directory)
         kind, other = ("joint", "split") if self.joint else ("split", "joint")
         paths = [directory / name for name in SUBWORD_FILES[kind]]
-        for path, tok in zip(paths, (self.src, self.tgt), strict=True):
+        for path, tok in zip(paths, (self.src,) if self.joint else (self.src, self.tgt), strict=True):
             tok.save(path)
         for name in SUBWORD_FILES[other]:
             (directory / name).unlink(missing_ok=True)
