@@ -1,4 +1,6 @@
-"""Run every benchmark: `--quick` for a few minutes in all, or full size; each prints its own table.
+"""Run the character model's headline benchmarks (training and sampling speed, large corpora, quality):
+`--quick` for a few minutes in all, or full size; each prints its own table. The task benchmarks
+(forecast.py, nab.py, longlag_sweep.py, classify_baselines.py, ...) run on their own.
 
     python benchmarks/run_all.py --quick
     python benchmarks/run_all.py

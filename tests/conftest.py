@@ -29,3 +29,20 @@ def rnnkit_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real command line, as a user would."""
     return subprocess.run([sys.executable, "-m", "rnnkit", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A command that failed as rnnkit promises: non-zero exit, one line on stderr, no traceback."""
+    assert proc.returncode != 0, proc.stdout
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    for f in fragments:
+        assert f in err, err
+
+
+def one_line(excinfo: pytest.ExceptionInfo) -> str:
+    """The message of a raised error, checked to be one non-empty line."""
+    msg = str(excinfo.value)
+    assert msg and "\n" not in msg, f"not a one-line message: {msg!r}"
+    return msg

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SHARED, rnnkit_cli
+from conftest import SHARED, assert_one_line_error, rnnkit_cli
 
 from rnnkit import Detector, RnnkitError
 from rnnkit.data import nab
@@ -100,10 +100,7 @@ def test_cli_detect_writes_csv_and_plot(tmp_path):
 def test_cli_detect_bad_input_one_line(tmp_path):
     data = tmp_path / "s.csv"
     series(300).to_csv(data, index=False)
-    proc, fragment = rnnkit_cli("detect", data, "--value", "nope"), "no target column 'nope'"
-    assert proc.returncode != 0
-    err = proc.stderr.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1 and fragment in err, err
+    assert_one_line_error(rnnkit_cli("detect", data, "--value", "nope"), "no target column 'nope'")
 
 
 @pytest.mark.skipif(not (NAB_ROOT / "labels" / "combined_windows.json").exists(), reason="NAB data absent")

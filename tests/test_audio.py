@@ -8,6 +8,7 @@ import pytest
 import scipy.fft
 import soundfile as sf
 import torch
+from conftest import one_line
 
 from rnnkit.data import audio
 from rnnkit.data.audio import (
@@ -86,10 +87,6 @@ def test_without_soundfile_wav_still_loads_and_flac_is_refused(tmp_path, monkeyp
         load_audio(flac)
 
 
-def one_line(excinfo) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg
-    return msg
 
 
 def test_missing_empty_and_non_audio_files_are_one_line_errors(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import one_line
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.svm import LinearSVC
 
@@ -21,10 +22,6 @@ FILLER = "the a film story plot actor scene it was is and of to in this that mov
 CUES = {"pos": ["great", "moving", "superb"], "neg": ["dull", "awful", "boring"], "mid": ["okay", "average", "fair"]}
 
 
-def one_line(err: pytest.ExceptionInfo) -> str:
-    msg = str(err.value)
-    assert msg and "\n" not in msg, f"not a one-line message: {msg!r}"
-    return msg
 
 
 def synthetic(n: int, classes: list[str], seed: int) -> LabelledText:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import rnnkit_cli
+from conftest import assert_one_line_error, rnnkit_cli
 
 from rnnkit import Forecaster, RnnkitError
 from rnnkit.data import timeseries as ts
@@ -108,8 +108,8 @@ def test_task_batches_depend_only_on_the_step():
     assert w.x.shape == (31, 8, 1) and w.y.shape == (31, 2, 1)
     torch.manual_seed(0)
     net = ForecastNet(cfg)
-    a = ForecastTask(net, w, None, 8, seed=3, device=torch.device("cpu"))
-    b = ForecastTask(net, w, None, 8, seed=3, device=torch.device("cpu"))
+    a = ForecastTask(net, w, None, 8, seed=3)
+    b = ForecastTask(net, w, None, 8, seed=3)
     assert a.training_loss(2, 1)[0].item() == b.training_loss(2, 1)[0].item()
     np.testing.assert_allclose(w.x[:, :, 0].mean(1), 0, atol=1e-6)   # windows are re-centred
 
@@ -130,14 +130,6 @@ def test_backtest_unfitted_fits_before_start_and_reports_baselines(tmp_path):
 
 
 # --- the command line ------------------------------------------------------------------------
-
-def one_line_error(proc, *fragments):
-    assert proc.returncode != 0, proc.stdout
-    err = proc.stderr.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    for f in fragments:
-        assert f in err, err
-
 
 def test_cli_backtest_builtin_default_runs_anywhere(tmp_path):
     proc = rnnkit_cli("forecast", "backtest", "--max-steps", "20", "--hidden", "8", "--seed", "1",
@@ -171,8 +163,9 @@ def test_cli_bad_input_one_line(tmp_path, make, args, fragment):
     """A sample through the real command line; every message is also checked through the API."""
     path = tmp_path / "d.csv"
     make().to_csv(path, index=False)
-    one_line_error(rnnkit_cli("forecast", "fit", path, *args, "--max-steps", "5", "--out", tmp_path / "r"), fragment)
+    proc = rnnkit_cli("forecast", "fit", path, *args, "--max-steps", "5", "--out", tmp_path / "r")
+    assert_one_line_error(proc, fragment)
 
 
 def test_cli_predict_missing_run(tmp_path):
-    one_line_error(rnnkit_cli("forecast", "predict", tmp_path / "none"), "no model")
+    assert_one_line_error(rnnkit_cli("forecast", "predict", tmp_path / "none"), "no model")

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import rnnkit_cli
-from test_cli import assert_one_line_error
+from conftest import assert_one_line_error, rnnkit_cli
 
 from rnnkit.errors import RnnkitError
 from rnnkit.inspect.gradflow import (

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import one_line
 
 from rnnkit.data.labelled_text import (
     LabelledText,
@@ -29,10 +30,6 @@ SENTIMENT = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment
 RT_POS, RT_NEG = SENTIMENT / "rt-polarity.pos", SENTIMENT / "rt-polarity.neg"
 
 
-def one_line(err: pytest.ExceptionInfo) -> str:
-    msg = str(err.value)
-    assert msg and "\n" not in msg, f"not a one-line message: {msg!r}"
-    return msg
 
 
 def write(path: Path, data: str | bytes) -> Path:

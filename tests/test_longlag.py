@@ -9,8 +9,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import rnnkit_cli
-from test_cli import assert_one_line_error
+from conftest import assert_one_line_error, rnnkit_cli
 
 from rnnkit.errors import RnnkitError
 from rnnkit.tasks.longlag import (

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from conftest import one_line
 
 from rnnkit.data import music
 from rnnkit.data.music import (
@@ -33,10 +34,6 @@ MUSIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "music"
 TPB = 480  # ticks per quarter note in the hand-made MIDI files below
 
 
-def one_line(err: pytest.ExceptionInfo) -> str:
-    msg = str(err.value)
-    assert msg and "\n" not in msg, f"not a one-line message: {msg!r}"
-    return msg
 
 
 def empty_roll(frames: int) -> np.ndarray:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import rnnkit_cli
-from test_cli import assert_one_line_error
+from conftest import assert_one_line_error, rnnkit_cli
 
 from rnnkit.data.text import Vocab
 from rnnkit.errors import RnnkitError

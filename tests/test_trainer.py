@@ -154,7 +154,7 @@ def test_ema_run_resumes_exactly(tmp_path):
 
     def stop_at_25(*args, **kwargs):  # as Ctrl-C would, between evaluations
         out = step(*args, **kwargs)
-        part._stop_requested = part.step >= 25
+        part._stop_requested = "interrupted" if part.step >= 25 else None
         return out
 
     part.optimizer.step = stop_at_25

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import RnnkitError
+from ..errors import RnnkitError, TrainingStopped
 
 # command-group modules, in the order their commands appear in --help
 COMMAND_MODULES = ["charlm", "insight", "timeseries"]
@@ -61,9 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
+    except TrainingStopped as e:
+        print(f"rnnkit: {e}", file=sys.stderr)
+        return e.exit_code
     except RnnkitError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         print("\nrnnkit: interrupted", file=sys.stderr)
         return 130

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from ..errors import RnnkitError
 from ..nn.cells import cell_names
+from ..training.config import TrainConfig
 from . import fraction, positive_float, positive_int
+from .options import TRAIN_OPTIONS, add_config_options
 
 
 def register(sub) -> None:
@@ -31,22 +33,10 @@ def register(sub) -> None:
     g.add_argument("--val-fraction", type=positive_float, help="last share of the text held out (default 0.1)")
     g.add_argument("--encoding", help="text encoding (default utf-8, BOM allowed)")
     g.add_argument("--max-vocab", type=positive_int, help="keep the N most frequent characters; others map to U+FFFD")
-    g = t.add_argument_group("optimisation")
-    g.add_argument("--lr", type=positive_float, help="peak learning rate (default by budget: 6e-3 or 4e-3)")
-    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.3)")
-    g.add_argument("--warmup-steps", type=int, help="linear warmup steps (default 50)")
-    g.add_argument("--grad-clip", type=positive_float, help="clip the gradient norm to this (default 1)")
-    g.add_argument("--grad-clip-value", type=positive_float, help="clip each gradient element to ±this")
-    g.add_argument("--ema", type=fraction, help="evaluate and keep a moving average of the weights with "
-                   "this decay per step (e.g. 0.998)")
-    g = t.add_argument_group("budget and running")
-    g.add_argument("--max-time", type=positive_float, help="seconds of training (default 120 if no budget given)")
-    g.add_argument("--max-steps", type=positive_int, help="optimizer steps")
-    g.add_argument("--epochs", type=positive_float, help="passes over the training text")
-    g.add_argument("--eval-every", type=positive_int, help="validate every N steps (default: 4 times a run)")
-    g.add_argument("--seed", type=int, help="random seed (default 1337)")
-    g.add_argument("--precision", choices=["fp32", "bf16", "auto"], help="auto: bf16 autocast where fast")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    add_config_options(t.add_argument_group("training"), TrainConfig, TRAIN_OPTIONS,
+                       defaults={"lr": "by budget: 6e-3 or 4e-3", "weight_decay": 0.3,
+                                 "ema": "by budget: off or 0.998", "max_time": "120 if no budget is given"})
+    g = t.add_argument_group("output")
     g.add_argument("--sample-length", type=int, default=300, help="characters to sample at the end (0: none)")
 
     s = sub.add_parser("sample", help="generate text from a trained run")
@@ -75,16 +65,16 @@ def register(sub) -> None:
     e.set_defaults(handler=cmd_eval)
 
 
-TRAIN_OPTIONS = ["cell", "hidden", "layers", "dropout", "init", "seq_len", "batch_size", "val_fraction",
-                 "encoding", "max_vocab", "lr", "weight_decay", "warmup_steps", "grad_clip",
-                 "grad_clip_value", "ema", "max_time", "max_steps", "epochs", "eval_every", "seed",
-                 "precision", "device"]
+CHARLM_OPTIONS = ("cell", "hidden", "layers", "dropout", "init", "seq_len", "batch_size", "val_fraction",
+                  "encoding", "max_vocab")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from ..tasks.charlm import sample_to_stdout, train
 
-    options = {k: getattr(args, k) for k in TRAIN_OPTIONS}
+    options = {k: getattr(args, k) for k in CHARLM_OPTIONS + TRAIN_OPTIONS}
+    if args.resume and args.out:
+        raise RnnkitError("--resume continues a run in its own folder; give --resume RUN or --out DIR, not both")
     out = args.out
     if out is None and args.resume is None:
         name = Path(args.corpus[0]).stem if args.corpus else "stdlib"

@@ -6,9 +6,13 @@ import argparse
 from pathlib import Path
 
 from ..errors import RnnkitError
+from ..training.config import TrainConfig
 from . import positive_float, positive_int
+from .options import TRAIN_OPTIONS, add_config_options, given
 
 INITS = ["default", "orthogonal", "identity", "forget1", "chrono"]
+LONGLAG_TRAIN = TRAIN_OPTIONS
+LONGLAG_DEFAULTS = {"lr": 3e-3, "grad_clip": 1.0, "seed": 0, "precision": "fp32"}
 
 
 def non_negative_int(text: str) -> int:
@@ -63,11 +67,9 @@ def register(sub) -> None:
     m.add_argument("--init", choices=INITS, default="default", help="initialisation (see rnnkit.nn.init)")
     m.add_argument("--hidden", type=positive_int, default=64, help="hidden units (default 64)")
     m.add_argument("--batch-size", type=positive_int, default=64)
-    m.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate (default 3e-3)")
-    m.add_argument("--grad-clip", type=positive_float, default=1.0)
-    m.add_argument("--max-time", type=positive_float, help="seconds of training per run (default 60)")
-    m.add_argument("--max-steps", type=positive_int, help="optimizer steps per run")
-    m.add_argument("--seed", type=int, default=0)
+    add_config_options(m, TrainConfig, LONGLAG_TRAIN, defaults=LONGLAG_DEFAULTS | {"max_time": "60 per run"})
+    m.add_argument("--resume", metavar="RUN", help="continue an interrupted run in its folder (only the budget "
+                   "and device may change)")
     m.add_argument("--eval-size", type=positive_int, default=1000,
                    help="validation sequences (the test set is twice this; default 1000)")
     m.add_argument("--sweep", action="store_true", help="run every cell at every length; write a table and a plot")
@@ -112,10 +114,19 @@ def cmd_gradflow(args: argparse.Namespace) -> None:
 def cmd_longlag(args: argparse.Namespace) -> None:
     from ..tasks.longlag import format_sweep, run, sweep
 
+    if args.resume:
+        from ..tasks.longlag import resume
+
+        if args.sweep or args.out:
+            raise RnnkitError("--resume continues one run in its own folder: no --sweep, no --out")
+        result = resume(args.resume, **given(args, ("max_time", "max_steps", "device")))
+        print(f"{result.cell} T={result.length}: {result.steps} steps in {result.train_time:.0f}s, "
+              f"{'solved' if result.solved else 'not solved'}")
+        print(result.line())
+        return
     cells = args.cell or (["rnn", "lstm", "gru"] if args.sweep else ["lstm"])
-    options = {"hidden": args.hidden, "init": args.init, "batch_size": args.batch_size, "lr": args.lr,
-               "grad_clip": args.grad_clip, "max_time": args.max_time, "max_steps": args.max_steps,
-               "seed": args.seed, "eval_size": args.eval_size}
+    options = {"hidden": args.hidden, "init": args.init, "batch_size": args.batch_size,
+               "eval_size": args.eval_size, **LONGLAG_DEFAULTS, **given(args, LONGLAG_TRAIN)}
     if args.max_time is None and args.max_steps is None:
         options["max_time"] = 60.0
     if not args.sweep:

@@ -13,7 +13,9 @@ from typing import Any
 
 from ..errors import RnnkitError
 from ..nn.cells import cell_names
+from ..training.config import TrainConfig
 from . import fraction, positive_float, positive_int
+from .options import TRAIN_OPTIONS, add_config_options, given
 
 # per built-in dataset: the options a user gets unless given (the benchmark's settings)
 PRESETS: dict[str, dict[str, Any]] = {
@@ -61,13 +63,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-size", type=int, help="last steps of each series held out to pick the best checkpoint")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=positive_int, help="default 32")
-    g.add_argument("--lr", type=positive_float, help="peak learning rate (default 2e-3)")
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--ema", type=fraction, help="keep and use a moving average of the weights with this decay")
-    g.add_argument("--max-time", type=positive_float, help="seconds of training (default 60 s / 3000 steps)")
-    g.add_argument("--max-steps", type=positive_int, help="optimizer steps")
-    g.add_argument("--epochs", type=positive_float, help="passes over the training windows")
-    g.add_argument("--seed", type=int, help="random seed (default 1337)")
+    add_config_options(g, TrainConfig, TRAIN_OPTIONS, defaults={"max_time": "60 s or 3000 steps", "precision": "fp32"})
 
 
 def register(sub) -> None:
@@ -80,6 +76,8 @@ def register(sub) -> None:
     _data_options(fit)
     _model_options(fit)
     fit.add_argument("--out", help="run folder (default runs/forecast-<name>)")
+    fit.add_argument("--resume", metavar="RUN", help="continue an interrupted fit in its run folder (only the budget "
+                     "and device may change)")
     fit.set_defaults(handler=cmd_fit)
 
     pr = fsub.add_parser("predict", help="forecast the steps after the data with a fitted run",
@@ -132,7 +130,7 @@ def register(sub) -> None:
 
 MODEL_KEYS = ["input_len", "mode", "cell", "hidden", "layers", "dropout", "likelihood", "interval", "log",
               "calendar", "val_size", "batch_size"]
-TRAIN_KEYS = ["lr", "weight_decay", "ema", "max_time", "max_steps", "epochs", "seed"]
+TRAIN_KEYS = list(TRAIN_OPTIONS)
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, Any], str]:
@@ -181,6 +179,15 @@ def _horizon(args: argparse.Namespace, preset: dict[str, Any]) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
+    if args.resume:
+        from ..tasks.forecast import Forecaster
+
+        if args.out or args.data:
+            raise RnnkitError("--resume continues a run from its own folder: give no data file and no --out")
+        f = Forecaster.resume(args.resume, progress=None, **given(args, ("max_time", "max_steps", "epochs", "device")))
+        print(f"run folder: {args.resume}  steps {f.result.steps}  train time {f.result.train_time:.0f}s")
+        print(f"forecast: rnnkit forecast predict {args.resume}")
+        return
     data, load, preset, name = _resolve(args)
     horizon = _horizon(args, preset)
     out = args.out or str(Path("runs") / f"forecast-{name}")

@@ -1,4 +1,10 @@
-"""Data for every task: text corpora (:mod:`.text`), time series (:mod:`.timeseries`, :mod:`.nab`).
+"""Data for every task, one module per kind of data; imported on use, so ``import rnnkit`` stays light.
 
-Submodules are imported on use, so that ``import rnnkit`` does not load pandas.
+- :mod:`.text`: text corpora and the character vocabulary (language models).
+- :mod:`.timeseries`, :mod:`.nab`: time series and the NAB anomaly benchmark.
+- :mod:`.labelled_text`: labelled examples, word/character vocabularies, stratified folds (classification).
+- :mod:`.parallel_text`: sentence pairs, subword tokenisers, BLEU (translation).
+- :mod:`.audio`, :mod:`.speech`: audio reading and features; transcribed and digit-string datasets (speech).
+- :mod:`.music`: piano rolls, MIDI in and out, audio rendering (music).
+- :mod:`.batching`: padding, bucketing by length, masked losses (every variable-length task).
 """

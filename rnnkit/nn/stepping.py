@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import hardware
 from .cells import State
 from .layers import RecurrentLayer
 
@@ -37,7 +38,7 @@ class Int8Weight:
         self.scale = (w.abs().amax(1).clamp_min(1e-12) / 127).to(torch.bfloat16)
         self.q = (w / self.scale.float()[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
         self.shape = w.shape
-        # torch's int8 kernel is wrong for inner sizes that are not a multiple of 16 (seen with 24):
+        # torch's int8 kernel is wrong for some inner sizes that are not a multiple of 32 (seen with 24):
         # there, multiply by the same quantised values, widened to bf16
         self.fallback = None if w.shape[1] % 32 == 0 else (self.q.float() * self.scale.float()[:, None]).bfloat16()
 
@@ -69,7 +70,7 @@ def default_sample_dtype(batch: int = 1) -> torch.dtype:
     character unchanged to four digits (BENCHMARKS.md) and halves the bytes a step reads against
     bf16. Many samples: bf16, whose matrix products (AMX) outrun the int8 kernel there.
     """
-    if not getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+    if not hardware.cpu_has_avx512_bf16():
         return torch.float32
     return torch.int8 if batch < 16 and hasattr(torch, "_weight_int8pack_mm") else torch.bfloat16
 

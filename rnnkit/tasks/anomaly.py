@@ -42,7 +42,9 @@ from ..errors import RnnkitError
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
-from ..training.trainer import TrainConfig, Trainer, TrainResult
+from ..training.config import TrainConfig
+from ..training.fit import fit
+from ..training.trainer import TrainResult
 from .forecast import TRAIN_FIELDS, ForecastNet, ForecastTask, NetConfig, Windows, torch_threads
 
 METHODS = ("prediction", "reconstruction")
@@ -192,7 +194,7 @@ class Detector:
         if suppress < 0 or min_gap < 0:
             raise RnnkitError("suppress and min_gap must be >= 0")
         self.scorer = ErrorScorer(smoothing, history, z, refresh, min(warmup, history), suppress)
-        self.train_config = TrainConfig(**{"precision": "fp32", "device": "cpu", "warmup_steps": 20, "lr": 3e-3,
+        self.train_config = TrainConfig(**{"precision": "fp32", "warmup_steps": 20, "lr": 3e-3,
                                            **{k: v for k, v in train_options.items() if v is not None}})
         if all(getattr(self.train_config, b) is None for b in ("max_time", "max_steps", "epochs")):
             self.train_config.max_time, self.train_config.max_steps = 30.0, 300
@@ -249,14 +251,14 @@ class Detector:
                 win = ts.sliding_windows(z, W)
                 x = win - win.mean(axis=1, keepdims=True)
                 windows = Windows(_t(x[..., None]), torch.zeros(len(x), 0, 0), _t(x[..., None, None])[..., 0])
-            task = ForecastTask(net, windows, None, self.batch_size, self.train_config.seed, torch.device("cpu"))
+            task = ForecastTask(net, windows, None, self.batch_size, self.train_config.seed)
             run_dir = Path(tempfile.mkdtemp(prefix="rnnkit-detect-"))
             weakref.finalize(self, shutil.rmtree, str(run_dir), True)
             self.run_dir = run_dir
             # training is an inner step here: silent unless progress=True, and without a loss plot
-            self.result = Trainer(task, self.train_config, run_dir, {"task": "detect"},
-                                  progress=bool(self.progress), plot=False).run()
-            self.net = net.eval()
+            self.result = fit(task, self.train_config, run_dir, progress=bool(self.progress), plot=False,
+                              new_folder=False)
+            self.net = net.cpu().eval()  # scoring goes value by value in a stream: the CPU serves it best
         self.reset()
         return self
 

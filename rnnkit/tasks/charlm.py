@@ -31,15 +31,11 @@ from ..nn.layers import make_layer
 from ..nn.stepping import SAMPLE_PRECISIONS, StepGenerator
 from ..training import distributed
 from ..training.checkpoint import load_checkpoint
-from ..training.trainer import (
-    TrainConfig,
-    Trainer,
-    TrainResult,
-    checkpoint_meta,
-    load_trainer_config,
-    resolve_device,
-    resolve_precision,
-)
+from ..training.config import TrainConfig, resolve_device
+from ..training.fit import fit, prepare_run_folder
+from ..training.fit import resume as resume_run
+from ..training.task import Task, find_task, register_task
+from ..training.trainer import TrainResult, checkpoint_meta
 
 LN2 = math.log(2)
 
@@ -189,20 +185,26 @@ def stream_loss(model: CharLM, tokens: np.ndarray, streams: int, chunk: int,
     return total / y.numel()
 
 
-class CharLMTask:
+@register_task
+class CharLMTask(Task):
     """Next-character prediction over contiguous streams with the hidden state carried (TBPTT)."""
 
-    unit = "chars"
+    name, command, unit = "charlm", "rnnkit train", "chars"
+    metric, headline, loss_label = "val_loss", "val_bpc", "loss (nats)"
+    # tuned with AdamW's decay on every parameter (BENCHMARKS.md, recommended defaults)
+    decay_everything = True
 
     def __init__(self, model: CharLM, train_tokens: np.ndarray, val_tokens: np.ndarray,
-                 batch_size: int, seq_len: int, device: torch.device) -> None:
-        self.model, self.device = model, device
+                 batch_size: int, seq_len: int, device: torch.device | None = None,
+                 data_config: DataConfig | None = None) -> None:
+        self.model, self.device = model, device or torch.device("cpu")
         rank, world = distributed.rank(), distributed.world_size()
         if batch_size % world:
             raise RnnkitError(f"--batch-size {batch_size} must be divisible by the number of processes ({world})")
         share = batch_size // world  # each process trains its own contiguous streams
         self.batcher = StreamBatcher(train_tokens, batch_size, seq_len, range(rank * share, (rank + 1) * share))
         self.val_tokens, self.batch_size = val_tokens, batch_size
+        self.data_config = data_config
         self.state: Any = None
 
     def batches_per_epoch(self) -> int:
@@ -229,6 +231,31 @@ class CharLMTask:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         hidden = [h.to(self.device) for h in state["hidden"]]
         self.state = None if not hidden else (tuple(hidden) if len(hidden) == 2 else hidden[0])
+
+    def config(self) -> dict[str, Any]:
+        if self.data_config is None:
+            return super().config()
+        return {"model": asdict(self.model.config), "data": asdict(self.data_config),
+                "vocab": self.model._require_vocab().chars}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], run_dir: Path) -> CharLMTask:
+        model_cfg, data_cfg = ModelConfig(**config["model"]), DataConfig(**config["data"])
+        vocab = Vocab(config["vocab"])
+        if (run_dir / TOKENS).exists():
+            tokens = open_tokens(run_dir / TOKENS, vocab)
+        else:  # the token file is a cache: rebuild it from the corpus with the run's vocabulary
+            _, tokens = _tokenize_once(corpus_files(data_cfg.corpus), run_dir / TOKENS, data_cfg.encoding, None, vocab)
+        return _make_task(tokens, vocab, model_cfg, data_cfg)
+
+
+def _make_task(tokens: np.ndarray, vocab: Vocab, model_cfg: ModelConfig, data_cfg: DataConfig) -> CharLMTask:
+    train_tokens, val_tokens = split_tokens(tokens, data_cfg.val_fraction)
+    if len(val_tokens) < 2:
+        raise RnnkitError("validation split too short: give more text or a larger --val-fraction")
+    model_cfg.vocab_size = len(vocab)
+    return CharLMTask(CharLM(model_cfg, vocab), train_tokens, val_tokens, data_cfg.batch_size, data_cfg.seq_len,
+                      data_config=data_cfg)
 
 
 @dataclass
@@ -288,16 +315,13 @@ def _split(options: dict[str, Any]) -> tuple[ModelConfig, DataConfig, TrainConfi
     return parts[0], parts[1], parts[2]
 
 
-RESUMABLE = {"max_time", "max_steps", "epochs", "eval_every", "device", "log_every"}
-
-
 def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = None,
           resume: str | Path | None = None, progress: bool | None = None,
           **options: Any) -> tuple[CharLM, TrainResult]:
     """Train a character model; the Python face of ``rnnkit train``.
 
     ``options`` are the fields of :class:`ModelConfig`, :class:`DataConfig` and
-    :class:`rnnkit.training.trainer.TrainConfig` (``cell``, ``hidden``, ``seq_len``, ``lr``,
+    :class:`rnnkit.training.config.TrainConfig` (``cell``, ``hidden``, ``seq_len``, ``lr``,
     ``max_time``, ...). With ``resume``, training continues a run exactly where it stopped;
     only the budget (and device) may be changed then.
     """
@@ -308,9 +332,6 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
         return _resume(Path(resume), corpus, progress, options)
     if out is None:
         raise RnnkitError("give an output run folder (--out)")
-    out = Path(out)
-    if (out / "last.pt").exists():
-        raise RnnkitError(f"{out} already holds a run; continue it with --resume {out} or pick another --out")
     if all(options.get(k) is None for k in ("max_time", "max_steps", "epochs")):
         options["max_time"] = DEFAULT_MAX_TIME
     given = {k: v for k, v in options.items() if v is not None}
@@ -321,38 +342,35 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     data_cfg.validate()
     train_cfg.validate()
     files = corpus_files(data_cfg.corpus)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_run_folder(out, "rnnkit train --resume")
     vocab, tokens = _tokenize_once(files, out / TOKENS, data_cfg.encoding, data_cfg.max_vocab, None)
-    return _run(out, tokens, vocab, model_cfg, data_cfg, train_cfg, progress, None)
+    if distributed.rank() == 0:
+        write_json(out / "vocab.json", vocab.chars)
+    torch.manual_seed(train_cfg.seed)
+    task = _make_task(tokens, vocab, model_cfg, data_cfg)
+    result = fit(task, train_cfg, out, progress=progress, new_folder=False)
+    return task.model.eval(), result
 
 
 def _resume(run: Path, corpus, progress, options) -> tuple[CharLM, TrainResult]:
-    state = load_checkpoint(run / "last.pt")
-    meta = checkpoint_meta(state)
-    model_cfg = ModelConfig(**meta["model"])
-    data_cfg = DataConfig(**meta["data"])
-    train_cfg = load_trainer_config(state)
-    saved = {**asdict(model_cfg), **asdict(data_cfg), **asdict(train_cfg)}
-    if corpus and list(corpus) != data_cfg.corpus:
-        raise RnnkitError(f"--resume: the run was trained on {data_cfg.corpus or 'the default corpus'}; "
+    """Continue a run; model and data options, if given, must be the run's own."""
+    meta = checkpoint_meta(load_checkpoint(run / "last.pt"))
+    if meta.get("task") != "charlm":
+        other = find_task(meta.get("task", ""))
+        raise RnnkitError(f"{run} is a {other.name} run, not a character model's; continue it with "
+                          f"{other.command} --resume {run}")
+    saved = {**meta["model"], **meta["data"]}
+    if corpus and list(corpus) != saved["corpus"]:
+        raise RnnkitError(f"--resume: the run was trained on {saved['corpus'] or 'the default corpus'}; "
                           "give no corpus (or the same) when resuming")
-    for k, v in options.items():
-        if v is None or k in RESUMABLE:
-            continue
-        if k not in saved:
-            raise TypeError(f"unknown option: {k}")
-        if saved[k] != v:
-            raise RnnkitError(f"--resume: --{k.replace('_', '-')} {v} conflicts with the run's "
-                              f"{saved[k]}; only the budget and device may change")
-    for k in RESUMABLE:
-        if options.get(k) is not None:
-            setattr(train_cfg, k, options[k])
-    vocab = Vocab(meta["vocab"])
-    if (run / TOKENS).exists():
-        tokens = open_tokens(run / TOKENS, vocab)
-    else:  # the token file is a cache: rebuild it from the corpus with the run's vocabulary
-        _, tokens = _tokenize_once(corpus_files(data_cfg.corpus), run / TOKENS, data_cfg.encoding, None, vocab)
-    return _run(run, tokens, vocab, model_cfg, data_cfg, train_cfg, progress, state)
+    for k in list(options):
+        if k in saved and k != "vocab_size":
+            v = options.pop(k)
+            if v is not None and v != saved[k]:
+                raise RnnkitError(f"--resume: --{k.replace('_', '-')} {v} conflicts with the run's "
+                                  f"{saved[k]}; only the budget and device may change")
+    task, result = resume_run(run, progress, **options)
+    return task.model.eval(), result
 
 
 def _tokenize_once(files: list[Path], path: Path, encoding: str, max_vocab: int | None,
@@ -366,35 +384,6 @@ def _tokenize_once(files: list[Path], path: Path, encoding: str, max_vocab: int 
         vocab = Vocab(chars)
         tokens = open_tokens(path, vocab)
     return vocab, tokens
-
-
-def _run(out: Path, tokens: np.ndarray, vocab: Vocab, model_cfg: ModelConfig, data_cfg: DataConfig,
-         train_cfg: TrainConfig, progress, resume_state) -> tuple[CharLM, TrainResult]:
-    torch.manual_seed(train_cfg.seed)
-    device = resolve_device(train_cfg.device)
-    train_tokens, val_tokens = split_tokens(tokens, data_cfg.val_fraction)
-    if len(val_tokens) < 2:
-        raise RnnkitError("validation split too short: give more text or a larger --val-fraction")
-    model_cfg.vocab_size = len(vocab)
-    model = CharLM(model_cfg, vocab).to(device)
-    torch.manual_seed(train_cfg.seed + distributed.rank())  # processes draw different dropout masks
-    task = CharLMTask(model, train_tokens, val_tokens, data_cfg.batch_size, data_cfg.seq_len, device)
-    meta = {"task": "charlm", "model": asdict(model_cfg), "data": asdict(data_cfg), "vocab": vocab.chars}
-    trainer = Trainer(task, train_cfg, out, meta, progress)
-    if resume_state is not None:
-        trainer.resume(out / "last.pt")
-        if trainer.fraction_done() >= 1.0:
-            raise RnnkitError(f"{out} already finished its budget; give a larger --max-time, "
-                              "--max-steps or --epochs to continue")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {**meta, "train": asdict(train_cfg),
-                                     "precision": resolve_precision(train_cfg.precision, device),
-                                     "device": str(device), "train_chars": len(train_tokens),
-                                     "val_chars": len(val_tokens)})
-    write_json(out / "vocab.json", vocab.chars)
-    result = trainer.run()
-    best = CharLM.load(out, "best", str(device)) if (out / "best.pt").exists() else model.eval()
-    return best, result
 
 
 def sample_to_stdout(model: CharLM, **kwargs: Any) -> list[str]:

@@ -41,14 +41,20 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from .. import __version__
 from ..data import timeseries as ts
+from ..data.batching import shard
 from ..errors import RnnkitError
-from ..io import write_json
+from ..io import atomic_write, write_json
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
 from ..training.checkpoint import load_checkpoint, save_checkpoint
-from ..training.trainer import TrainConfig, Trainer, TrainResult, checkpoint_meta
+from ..training.config import TrainConfig
+from ..training.fit import fit, prepare_run_folder
+from ..training.fit import resume as resume_run
+from ..training.task import Task, register_task
+from ..training.trainer import TrainResult, checkpoint_meta
 
 MODES = ("direct", "autoregressive")
 LIKELIHOODS = ("quantile", "gaussian", "mse")
@@ -159,6 +165,9 @@ class Windows:
     def take(self, idx: Tensor | slice) -> Windows:
         return Windows(self.x[idx], self.future[idx], self.y[idx])
 
+    def to(self, device: torch.device) -> Windows:
+        return Windows(self.x.to(device), self.future.to(device), self.y.to(device))
+
 
 def _features(z: np.ndarray, past: np.ndarray, fut: np.ndarray) -> np.ndarray:
     return np.concatenate([z, past, fut], axis=1)
@@ -198,23 +207,39 @@ def _cat_windows(parts: list[Windows]) -> Windows:
                    torch.cat([p.y for p in parts]))
 
 
-class ForecastTask:
-    """Minibatches of forecast windows for the shared :class:`~rnnkit.training.trainer.Trainer`.
+WINDOWS = "windows.safetensors"  # the training (and validation) windows, so a run resumes from its folder alone
+
+
+@register_task
+class ForecastTask(Task):
+    """Minibatches of forecast windows for :func:`rnnkit.training.fit.fit`.
 
     Each epoch visits every training window once in an order drawn from ``seed`` and the epoch
     number, so the batch at any step is known from the step alone: exact resume needs no state.
+    Without validation windows the evaluation is the loss over the training windows, logged as
+    ``fit_loss`` (not passed off as a validation loss), and the last weights are kept.
+    ``description`` is what the run folder records to rebuild the task (the Forecaster's
+    configuration); without it the task cannot be resumed (the detector's inner training).
     """
 
-    unit = "windows"
+    name, command, unit = "forecast", "rnnkit forecast fit", "windows"
 
-    def __init__(self, model: ForecastNet, train: Windows, val: Windows | None, batch_size: int,
-                 seed: int, device: torch.device) -> None:
-        self.model, self.device, self.seed = model, device, seed
-        self.train = Windows(train.x.to(device), train.future.to(device), train.y.to(device))
-        self.val = None if val is None or not len(val) else Windows(val.x.to(device), val.future.to(device),
-                                                                   val.y.to(device))
+    def __init__(self, model: nn.Module, train: Windows, val: Windows | None, batch_size: int,
+                 seed: int, description: dict[str, Any] | None = None) -> None:
+        self.model, self.seed, self.description = model, seed, description
+        self.train = train
+        self.val = None if val is None or not len(val) else val
+        self.metric = "val_loss" if self.val is not None else "fit_loss"
+        self.select_best = self.val is not None
         self.batch_size = min(batch_size, len(train))
         self._order: tuple[int, Tensor] | None = None
+
+    def to(self, device: torch.device) -> ForecastTask:
+        super().to(device)
+        self.train = self.train.to(device)
+        self.val = self.val.to(device) if self.val is not None else None
+        self._order = None
+        return self
 
     def batches_per_epoch(self) -> int:
         return math.ceil(len(self.train) / self.batch_size)
@@ -227,13 +252,14 @@ class ForecastTask:
 
     def training_loss(self, epoch: int, index: int) -> tuple[Tensor, int]:
         idx = self._permutation(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+        idx = idx[shard(np.arange(len(idx)), self.rank, self.world)]
         batch = self.train.take(idx)
         params, _ = self.model(batch.x, batch.future)
         return self.model.loss(params, batch.y), len(idx)
 
     def evaluate(self) -> dict[str, float]:
-        """Loss and MAE (in scaled units) on the validation windows, or the training windows if none."""
-        data = self.val if self.val is not None else self.train
+        """Loss and MAE (in scaled units) on the validation windows, or on the training windows if none."""
+        data, prefix = (self.val, "val") if self.val is not None else (self.train, "fit")
         total = mae = 0.0
         for start in range(0, len(data), 1024):
             b = data.take(slice(start, start + 1024))
@@ -241,13 +267,35 @@ class ForecastTask:
             total += self.model.loss(params, b.y).item() * len(b)
             point = self.model.point_and_interval(params)[0]
             mae += (point - b.y).abs().mean().item() * len(b)
-        return {"val_loss": total / len(data), "val_mae_scaled": mae / len(data)}
+        return {f"{prefix}_loss": total / len(data), f"{prefix}_mae_scaled": mae / len(data)}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
+    def save_windows(self, run_dir: Path) -> None:
+        from safetensors.torch import save_file
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        tensors = {f"train_{k}": v.contiguous().cpu() for k, v in asdict(self.train).items()}
+        if self.val is not None:
+            tensors.update({f"val_{k}": v.contiguous().cpu() for k, v in asdict(self.val).items()})
+        atomic_write(run_dir / WINDOWS, lambda tmp: save_file(tensors, tmp))
+
+    def config(self) -> dict[str, Any]:
+        if self.description is None:
+            return super().config()
+        return {**self.description, "windows": WINDOWS}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], run_dir: Path) -> ForecastTask:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            t = load_file(run_dir / WINDOWS)
+        except (OSError, SafetensorError) as e:
+            raise RnnkitError(f"cannot read {run_dir / WINDOWS}, the run's training windows: {e}") from None
+        train = Windows(t["train_x"], t["train_future"], t["train_y"])
+        val = Windows(t["val_x"], t["val_future"], t["val_y"]) if "val_x" in t else None
+        options = config["options"]
+        return cls(ForecastNet(NetConfig(**config["model"])), train, val, options["batch_size"], options["seed"],
+                   description={"task": cls.name, **{k: v for k, v in config.items() if k != "windows"}})
 
 
 # --- the Forecaster ------------------------------------------------------------------------------
@@ -358,7 +406,7 @@ class Forecaster:
         self.log, self.calendar, self.window_norm = log, calendar, window_norm
         self.batch_size, self.val_size, self.out, self.progress = batch_size, val_size, out, progress
         self.num_threads = num_threads
-        self.train_config = TrainConfig(**{"precision": "fp32", "device": "cpu", "warmup_steps": 20,
+        self.train_config = TrainConfig(**{"precision": "fp32", "warmup_steps": 20,
                                            **{k: v for k, v in train_options.items() if v is not None}})
         if all(getattr(self.train_config, b) is None for b in ("max_time", "max_steps", "epochs")):
             self.train_config.max_time, self.train_config.max_steps = 60.0, 3000
@@ -429,28 +477,32 @@ class Forecaster:
             raise RnnkitError("no training windows: the series are too short for --input-len plus the horizon")
         tc = self.train_config
         torch.manual_seed(tc.seed)
-        device = torch.device("cuda" if tc.device == "cuda" else "cpu")
-        net = ForecastNet(cfg).to(device)
-        task = ForecastTask(net, train, val, self.batch_size, tc.seed, device)
+        net = ForecastNet(cfg)
+        self.net, self.data, self.ids = net, series, list(series.ids)
+        task = ForecastTask(net, train, val, self.batch_size, tc.seed, description=self._meta())
         if self.out is None:
             self.run_dir = Path(tempfile.mkdtemp(prefix="rnnkit-forecast-"))
             weakref.finalize(self, shutil.rmtree, str(self.run_dir), True)
         else:
-            self.run_dir = Path(self.out)
-            if (self.run_dir / "last.pt").exists():
-                raise RnnkitError(f"{self.run_dir} already holds a run; pick another --out")
-        self.net, self.data, self.ids = net, series, list(series.ids)
-        meta = self._meta()
-        trainer = Trainer(task, tc, self.run_dir, meta, self.progress)
-        write_json(self.run_dir / "config.json", {**meta, "train": asdict(tc), "train_windows": len(train),
-                                                  "val_windows": len(val) if val is not None else 0})
-        self.result = trainer.run()
+            self.run_dir = prepare_run_folder(self.out, "rnnkit forecast fit --resume")
+        task.save_windows(self.run_dir)
+        self.result = fit(task, tc, self.run_dir, progress=self.progress, new_folder=False)
         if self.result.stop_reason == "nonfinite":
             raise RnnkitError("training stopped: the loss became non-finite; try a lower --lr")
-        if self.val_size and (self.run_dir / "best.pt").exists():
-            net.load_state_dict(load_checkpoint(self.run_dir / "best.pt")["model"])
         net.eval()
         return self
+
+    @classmethod
+    def resume(cls, run: str | Path, progress: bool | None = None, **changes: Any) -> Forecaster:
+        """Continue an interrupted ``fit`` in its run folder (only the budget and device may change)."""
+        task, result = resume_run(run, progress, **changes)
+        if not isinstance(task, ForecastTask):
+            raise RnnkitError(f"{run} is a {task.name} run, not a forecaster's")
+        state = {"model": task.model.state_dict(), "meta": json.dumps(task.description)}
+        save_checkpoint(Path(run) / "model.pt", state)
+        forecaster = cls.load(run)
+        forecaster.result = result
+        return forecaster
 
     def _scaled(self, series: ts.SeriesSet, i: int, scalers: tuple[ts.Scaler, ts.Scaler] | None = None,
                 index: pd.DatetimeIndex | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -739,7 +791,7 @@ class Forecaster:
                               "future": d.future[i][-L:].tolist()})
         return {"task": "forecast", "model": asdict(net.cfg), "spec": asdict(s),
                 "scalers": [[a.to_dict(), b.to_dict()] for a, b in self.scalers], "tails": tails,
-                "options": {"batch_size": self.batch_size, "val_size": self.val_size}}
+                "options": {"batch_size": self.batch_size, "val_size": self.val_size, "seed": self.train_config.seed}}
 
     def save(self, path: str | Path) -> Path:
         """Write the model into the run folder ``path`` (``model.pt``, ``config.json``, and the
@@ -753,7 +805,7 @@ class Forecaster:
             for name in ("metrics.jsonl", "loss.png"):
                 if (self.run_dir / name).exists():
                     shutil.copyfile(self.run_dir / name, path / name)
-        write_json(path / "config.json", {**meta, "train": asdict(self.train_config)})
+            write_json(path / "config.json", {"rnnkit": __version__, **meta, "train": asdict(self.train_config)})
         return path
 
     @classmethod

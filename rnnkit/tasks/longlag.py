@@ -24,19 +24,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.ticker import NullFormatter
 from torch import Tensor, nn
 
+from ..data.batching import shard
 from ..errors import RnnkitError
 from ..io import atomic_write, write_json
 from ..nn.cells import CELLS
 from ..nn.init import init_recurrent
 from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
-from ..training.checkpoint import load_checkpoint
-from ..training.trainer import TrainConfig, Trainer
+from ..training.config import TrainConfig
+from ..training.fit import fit
+from ..training.fit import resume as resume_run
+from ..training.task import Task, register_task
+from ..training.trainer import TrainResult
 
 PROBLEMS = ("adding", "copy")
 COPY_SYMBOLS, COPY_LENGTH = 8, 10
@@ -97,6 +101,7 @@ class LongLagModel(nn.Module):
         n_in, n_out = (2, 1) if problem == "adding" else (COPY_SYMBOLS + 2, COPY_SYMBOLS + 2)
         self.rnn = make_layer(cell, n_in, hidden, layers, batch_first=True)
         init_recurrent(self.rnn, init, t_max=t_max)  # the same schemes as every rnnkit model
+        self.description = {"cell": cell, "hidden": hidden, "layers": layers, "init": init}
         self.head = nn.Linear(hidden, n_out)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -114,18 +119,23 @@ def problem_loss(problem: str, output: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(output.float().flatten(0, 1), target.flatten())
 
 
-class LongLagTask:
+@register_task
+class LongLagTask(Task):
     """Fresh random sequences every step, seeded by the step, so a resumed run sees the same data."""
 
-    unit = "seqs"
+    name, command, unit = "longlag", "rnnkit longlag", "seqs"
     EPOCH = 1000  # batches per nominal "epoch": the data are infinite
 
     def __init__(self, model: LongLagModel, problem: str, length: int, batch_size: int, seed: int,
-                 eval_size: int = 1000, device: torch.device | None = None) -> None:
+                 eval_size: int = 1000) -> None:
         self.model, self.problem, self.length, self.batch_size = model, problem, length, batch_size
-        self.seed, self.device = seed, device or torch.device("cpu")
+        self.seed, self.eval_size = seed, eval_size
         self.val = self._fixed_set(eval_size, seed + 1_000_001)
-        self.eval_size = eval_size
+
+    def to(self, device: torch.device) -> LongLagTask:
+        super().to(device)
+        self.val = tuple(t.to(device) for t in self.val)
+        return self
 
     def _fixed_set(self, size: int, seed: int) -> tuple[Tensor, Tensor]:
         x, y = make_batch(self.problem, size, self.length, torch.Generator().manual_seed(seed))
@@ -137,8 +147,9 @@ class LongLagTask:
     def training_loss(self, epoch: int, index: int) -> tuple[Tensor, int]:
         g = torch.Generator().manual_seed(self.seed * 7_919 + epoch * self.EPOCH + index)
         x, y = make_batch(self.problem, self.batch_size, self.length, g)
-        x, y = x.to(self.device), y.to(self.device)
-        return problem_loss(self.problem, self.model(x), y), self.batch_size
+        mine = shard(np.arange(self.batch_size), self.rank, self.world)  # this process's share of the batch
+        x, y = x[mine].to(self.device), y[mine].to(self.device)
+        return problem_loss(self.problem, self.model(x), y), len(mine)
 
     @torch.no_grad()
     def metrics(self, data: tuple[Tensor, Tensor], prefix: str) -> dict[str, float]:
@@ -165,11 +176,17 @@ class LongLagTask:
         self.model.eval()
         return self.metrics(self._fixed_set(2 * self.eval_size, self.seed + 2_000_003), "test")
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
+    def config(self) -> dict[str, Any]:
+        return {"problem": self.problem, "length": self.length, "model": self.model.description,
+                "batch_size": self.batch_size, "seed": self.seed, "eval_size": self.eval_size,
+                "baseline": baseline(self.problem, self.length)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+    @classmethod
+    def from_config(cls, config: dict[str, Any], run_dir: Path) -> LongLagTask:
+        m = config["model"]
+        model = LongLagModel(config["problem"], m["cell"], m["hidden"], m["layers"])
+        return cls(model, config["problem"], config["length"], config["batch_size"], config["seed"],
+                   config["eval_size"])
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -222,7 +239,7 @@ def run(problem: str = "adding", length: int = 100, cell: str = "lstm", out: str
         hidden: int = 64, layers: int = 1, init: str = "default", batch_size: int = 64,
         max_time: float | None = None, max_steps: int | None = None, lr: float = 3e-3,
         grad_clip: float | None = 1.0, seed: int = 0, eval_size: int = 1000,
-        progress: bool | None = None, precision: str = "fp32") -> LongLagResult:
+        progress: bool | None = None, precision: str = "fp32", **train_options: Any) -> LongLagResult:
     """Train one cell on one problem and test it; the Python face of ``rnnkit longlag``.
 
     Defaults are the command's. The run folder (``out``) is an ordinary rnnkit run: metrics
@@ -234,27 +251,31 @@ def run(problem: str = "adding", length: int = 100, cell: str = "lstm", out: str
         max_time = 60.0
     if out is None:
         out = Path("runs") / "longlag" / f"{problem}-{cell}-T{length}"
-    out = Path(out)
-    if (out / "last.pt").exists():
-        raise RnnkitError(f"{out} already holds a run; pick another --out")
     torch.manual_seed(seed)
     model = LongLagModel(problem, cell, hidden, layers, init, t_max=length)
     task = LongLagTask(model, problem, length, batch_size, seed, eval_size)
-    config = TrainConfig(lr=lr, grad_clip=grad_clip, max_time=max_time, max_steps=max_steps,
-                         seed=seed, precision=precision, device="cpu", warmup_steps=50)
-    meta = {"task": "longlag", "problem": problem, "length": length,
-            "model": {"cell": cell, "hidden": hidden, "layers": layers, "init": init}}
-    trainer = Trainer(task, config, out, meta, progress)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {**meta, "batch_size": batch_size, "train": asdict(config),
-                                     "baseline": baseline(problem, length)})
-    result = trainer.run()
-    if (out / "best.pt").exists():
-        model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+    config = TrainConfig(**{"warmup_steps": 50, **train_options, "lr": lr, "grad_clip": grad_clip,
+                            "max_time": max_time, "max_steps": max_steps, "seed": seed, "precision": precision})
+    result = fit(task, config, out, progress=progress)
+    return _test(task, Path(out), result)
+
+
+def resume(run: str | Path, progress: bool | None = None, **changes: Any) -> LongLagResult:
+    """Continue an interrupted run (only the budget and device may change), then test it."""
+    task, result = resume_run(run, progress, **changes)
+    if not isinstance(task, LongLagTask):
+        raise RnnkitError(f"{run} is a {task.name} run, not a long-lag one")
+    return _test(task, Path(run), result)
+
+
+def _test(task: LongLagTask, out: Path, result: TrainResult) -> LongLagResult:
+    """The test metric with the best-validation weights (fit leaves them in the model), saved as result.json."""
     test = task.test()
-    name = "test_mse" if problem == "adding" else "test_xent"
-    outcome = LongLagResult(problem, cell, init, length, test[name], baseline(problem, length), result.steps,
-                            result.train_time, result.stop_reason, test.get("test_recall_acc"))
+    name = "test_mse" if task.problem == "adding" else "test_xent"
+    m = task.model.description
+    outcome = LongLagResult(task.problem, m["cell"], m["init"], task.length, test[name],
+                            baseline(task.problem, task.length), result.steps, result.train_time, result.stop_reason,
+                            test.get("test_recall_acc"))
     write_json(out / "result.json", {**asdict(outcome), "solved": outcome.solved})
     return outcome
 
@@ -302,6 +323,8 @@ def format_sweep(results: Sequence[LongLagResult]) -> str:
 def plot_sweep(results: Sequence[LongLagResult], path: str | Path) -> None:
     """Test metric against T, one line per cell, with the memoryless baseline dashed."""
 
+    from matplotlib.ticker import NullFormatter
+
     fig, ax = new_figure(figsize=(6.5, 4.2), dpi=100)
     by_cell: dict[str, list[LongLagResult]] = {}
     for r in results:
@@ -326,4 +349,4 @@ def plot_sweep(results: Sequence[LongLagResult], path: str | Path) -> None:
 
 
 __all__ = ["LongLagModel", "LongLagResult", "LongLagTask", "adding_batch", "baseline", "copy_batch",
-           "format_sweep", "plot_sweep", "run", "sweep"]
+           "format_sweep", "plot_sweep", "resume", "run", "sweep"]

@@ -1,18 +1,11 @@
 """The training loop, written once for every task.
 
-A *task* owns its model's data and loss; the :class:`Trainer` owns everything else:
-optimizer, learning-rate schedule, mixed precision, gradient clipping, the non-finite
-guard, time/step/epoch budgets, periodic evaluation, the run folder (metrics log, plot,
-``last.pt`` and ``best.pt``), progress display, Ctrl-C, and exact resume.
-
-A task is any object with::
-
-    model: nn.Module
-    unit: str                                     # what items are, e.g. "chars"
-    batches_per_epoch() -> int
-    training_loss(epoch, index) -> (loss, items)  # mean loss of one batch, and its item count
-    evaluate() -> dict[str, float]                # must hold "val_loss"
-    state_dict() -> dict; load_state_dict(dict)   # task state to carry across a resume
+A *task* (:class:`rnnkit.training.task.Task`) owns its model's data, loss and evaluation; the
+:class:`Trainer` owns everything else: optimizer and parameter groups, learning-rate schedule,
+mixed precision, gradient accumulation and clipping, the non-finite guard, time/step/epoch
+budgets, periodic evaluation and early stopping on the task's metric, the metrics log, plot,
+``last.pt`` and ``best.pt``, progress display, Ctrl-C and SIGTERM, and exact resume. The run
+folder itself (creating, refusing, configuration, devices) is :func:`rnnkit.training.fit.fit`'s.
 """
 
 from __future__ import annotations
@@ -26,93 +19,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import RnnkitError
 from ..plotting import plot_curves
 from . import distributed
 from .allocator import keep_freed_memory
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, resolve_device, resolve_precision  # noqa: F401 - re-exported
 from .monitor import MetricsLog, Progress, Stopwatch, read_metrics
-
-
-class Task(Protocol):
-    model: nn.Module
-    unit: str
-
-    def batches_per_epoch(self) -> int: ...
-    def training_loss(self, epoch: int, index: int) -> tuple[Tensor, int]: ...
-    def evaluate(self) -> dict[str, float]: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
+from .task import Task
 
 EVALS_PER_RUN = 4
-
-
-@dataclass
-class TrainConfig:
-    """How to train, whatever the task. At least one of the three budgets must be set."""
-
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.05       # cosine decay ends at lr * min_lr_ratio
-    grad_clip: float | None = 1.0    # clip the global gradient norm to this
-    grad_clip_value: float | None = None  # clip each gradient element to ±this
-    ema: float | None = None         # keep a moving average of the weights with this decay: evaluated,
-                                     # shipped as the checkpoints' "model", and left in the model after run()
-    max_time: float | None = None    # seconds of training (evaluation and saving not counted)
-    max_steps: int | None = None
-    epochs: float | None = None
-    eval_every: int | None = None    # steps; default: EVALS_PER_RUN evaluations, evenly spaced
-    max_bad_steps: int = 20          # stop after this many non-finite steps in a row
-    precision: str = "auto"          # fp32, bf16 or auto
-    device: str = "auto"             # auto, cpu or cuda
-    seed: int = 1337
-    log_every: int = 20
-
-    def validate(self) -> None:
-        if self.max_time is None and self.max_steps is None and self.epochs is None:
-            raise RnnkitError("give a budget: --max-time, --max-steps or --epochs")
-        if self.ema is not None and not 0 < self.ema < 1:
-            raise RnnkitError(f"--ema must be in (0, 1), got {self.ema}")
-        for name in ("lr", "max_time", "max_steps", "epochs", "eval_every", "grad_clip",
-                     "grad_clip_value", "log_every", "max_bad_steps"):
-            v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise RnnkitError(f"--{name.replace('_', '-')} must be positive, got {v}")
-        if self.precision not in ("fp32", "bf16", "auto"):
-            raise RnnkitError(f"--precision must be fp32, bf16 or auto, not {self.precision!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise RnnkitError(f"--device must be auto, cpu or cuda, not {self.device!r}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise RnnkitError("--device cuda given but no CUDA GPU is available")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is the GPU if there is one; under torchrun each process takes its own GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and distributed.active():
-        return torch.device("cuda", distributed.local_rank())
-    return torch.device(name)
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` is bf16 where matrix units make it fast (CUDA with bf16, CPUs with AMX), else fp32.
-
-    bf16 here is autocast: weights, optimizer state and the loss stay fp32, so it is safe.
-    """
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return "bf16" if amx else "fp32"
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
 def autocast(device: torch.device, precision: str):
@@ -141,7 +63,7 @@ class TrainResult:
     items_per_second: float
     stop_reason: str
     last_eval: dict[str, float] = field(default_factory=dict)
-    best_val_loss: float = math.inf
+    best_metric: float | None = None    # the best value of the task's metric
     clipped_share: float = 0.0     # share of this session's steps whose gradient norm was clipped
     skipped_steps: int = 0         # non-finite steps skipped
 
@@ -166,8 +88,8 @@ class Trainer:
         # fused: the whole update in one kernel per parameter group instead of several passes
         # over the weights; on CPU an update of a 2x512 LSTM took 1.4 ms against 10.6 ms for
         # foreach and 13 ms for torch's default loop (2 threads)
-        self.optimizer = torch.optim.AdamW(task.model.parameters(), lr=config.lr, fused=True,
-                                           weight_decay=config.weight_decay, betas=(0.9, 0.99))
+        self.optimizer = torch.optim.AdamW(task.param_groups(config.weight_decay), lr=config.lr, fused=True,
+                                           betas=(0.9, 0.99))
         # the weights' exponential moving average (Polyak averaging): less noisy than the last
         # step's weights, it is what evaluation sees and what checkpoints ship as "model"
         self.param_names = [name for name, _ in task.model.named_parameters()]
@@ -178,12 +100,13 @@ class Trainer:
         self.bad_steps = 0
         self.skipped_steps = 0
         self.clipped_steps = 0
-        self.best_val = math.inf
+        self.best: float | None = None  # best value of task.metric so far
+        self.evals_since_best = 0
         self.clock = Stopwatch()
         self.items_seen = 0
         self.progress_enabled = progress
         self.plot_enabled = plot  # off for inner training runs repeated many times (a detector per file)
-        self._stop_requested = False
+        self._stop_requested: str | None = None  # "interrupted" (SIGINT) or "terminated" (SIGTERM)
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0  # only the first process writes logs and checkpoints
 
@@ -194,10 +117,14 @@ class Trainer:
         if c.max_steps:
             done = max(done, self.step / c.max_steps)
         if c.epochs:
-            done = max(done, self.step / (c.epochs * self.task.batches_per_epoch()))
+            done = max(done, self.step / (c.epochs * self.steps_per_epoch()))
         if c.max_time:
             done = max(done, self.clock.elapsed / c.max_time)
         return done
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per pass over the data: batches, grouped ``grad_accum`` at a time."""
+        return max(1, self.task.batches_per_epoch() // self.config.grad_accum)
 
     def lr_at(self, fraction: float) -> float:
         """Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` at the end."""
@@ -228,7 +155,8 @@ class Trainer:
             **weights,
             "optimizer": self.optimizer.state_dict(),
             "task": ranks[0]["task"] if self.world == 1 else {"ranks": [r["task"] for r in ranks]},
-            "trainer": {"step": self.step, "elapsed": self.clock.elapsed, "best_val": self.best_val,
+            "trainer": {"step": self.step, "elapsed": self.clock.elapsed, "best": self.best,
+                        "evals_since_best": self.evals_since_best,
                         "items_seen": self.items_seen, "world_size": self.world,
                         "rng": ranks[0]["rng"] if self.world == 1 else {"ranks": [r["rng"] for r in ranks]},
                         "config": json.dumps(asdict(self.config))},
@@ -257,15 +185,16 @@ class Trainer:
         if self.world > 1:
             task_state, rng = task_state["ranks"][self.rank], rng["ranks"][self.rank]
         self.task.load_state_dict(task_state)
-        self.step, self.best_val, self.items_seen = t["step"], t["best_val"], t["items_seen"]
+        self.step, self.items_seen = t["step"], t["items_seen"]
+        self.best, self.evals_since_best = t.get("best"), t.get("evals_since_best", 0)
         self.clock = Stopwatch(t["elapsed"])
         set_rng_state(rng, self.device)
 
     # --- the loop ------------------------------------------------------------------------
     def _request_stop(self, signum, frame) -> None:
-        if self._stop_requested:  # a second Ctrl-C stops at once
+        if self._stop_requested:  # a second signal stops at once
             raise KeyboardInterrupt
-        self._stop_requested = True
+        self._stop_requested = STOP_SIGNALS.get(signum, "interrupted")
 
     def run(self) -> TrainResult:
         if self._raw_weights is not None:  # an earlier run() left the average in the model
@@ -276,7 +205,7 @@ class Trainer:
         log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.is_main)
         bar = Progress(self.task.unit, self.progress_enabled if self.is_main else False)
         in_main = threading.current_thread() is threading.main_thread()
-        old_handler = signal.signal(signal.SIGINT, self._request_stop) if in_main else None
+        old_handlers = {sig: signal.signal(sig, self._request_stop) for sig in STOP_SIGNALS} if in_main else {}
         c, bpe, first_step = self.config, self.task.batches_per_epoch(), self.step
         if self.world > 1:  # gradients are averaged across processes inside backward()
             from torch.nn.parallel import DistributedDataParallel
@@ -290,26 +219,21 @@ class Trainer:
             self.model.train()
             self.clock.start()
             while True:
-                # every process takes the same decisions: the furthest clock and any Ctrl-C count
-                fraction, stop = distributed.all_max(self.fraction_done(), float(self._stop_requested))
+                # every process takes the same decisions: the furthest clock and any signal count
+                fraction, stop = distributed.all_max(self.fraction_done(), float(bool(self._stop_requested)))
                 if stop:
-                    stop_reason = "interrupted"
+                    stop_reason = self._stop_requested or "interrupted"
                     break
                 if fraction >= 1.0:
                     break
                 lr = self.lr_at(fraction)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                epoch, index = divmod(self.step, bpe)
-                with autocast(self.device, self.precision):
-                    loss, items = self.task.training_loss(epoch, index)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss_value, items = self._accumulate_gradients(bpe)
                 if c.grad_clip_value:
                     torch.nn.utils.clip_grad_value_(self.model.parameters(), c.grad_clip_value)
                 grads = [p.grad for p in self.params if p.grad is not None]
                 norm_value = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item() if grads else 0.0
-                loss_value = loss.item()
                 self.step += 1
                 clipped = c.grad_clip is not None and norm_value > c.grad_clip
                 if clipped and math.isfinite(norm_value):  # scaling only when clipping saves a pass over the grads
@@ -342,6 +266,10 @@ class Trainer:
                     window = self._new_window()
                 if eval_due:
                     last_eval = self._evaluate(log, bar, fraction)
+                    if c.patience and self.evals_since_best >= c.patience:
+                        stop_reason = "patience"
+                        bar.message(f"stopped early: {self.task.metric} has not improved in {c.patience} evaluations")
+                        break
             self.clock.pause()
             if stop_reason == "nonfinite":
                 bar.message(f"stopped: {self.bad_steps} non-finite steps in a row; "
@@ -350,15 +278,12 @@ class Trainer:
                 if self.step > first_step and stop_reason == "budget" and self._fraction_at_last_eval < 1.0:
                     last_eval = self._evaluate(log, bar, 1.0)
                 self.save("last")
-                if stop_reason == "interrupted":
-                    bar.message(f"interrupted: saved {self.run_dir / 'last.pt'}; "
-                                f"continue with: rnnkit train --resume {self.run_dir}")
         finally:
             self.clock.pause()
             self.task.model = self.model
             bar.close()
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
         if self.is_main:
             self.plot()
         if self.ema is not None:  # leave the model as the checkpoints ship it; a later run() goes on raw
@@ -368,7 +293,26 @@ class Trainer:
         elapsed = self.clock.elapsed
         steps_run = max(1, self.step - first_step)
         return TrainResult(self.step, elapsed, self.items_seen / max(elapsed, 1e-9), stop_reason,
-                           last_eval, self.best_val, self.clipped_steps / steps_run, self.skipped_steps)
+                           last_eval, self.best, self.clipped_steps / steps_run, self.skipped_steps)
+
+    def _accumulate_gradients(self, batches_per_epoch: int) -> tuple[float, int]:
+        """Forward and backward over this step's ``grad_accum`` micro-batches; their mean loss and item count."""
+        accum = self.config.grad_accum
+        self.optimizer.zero_grad(set_to_none=True)
+        total, items = 0.0, 0
+        losses = []
+        for micro in range(accum):
+            epoch, index = divmod(self.step * accum + micro, batches_per_epoch)
+            # under data parallelism, gradients are averaged across processes only on the last micro-batch
+            sync = nullcontext() if micro == accum - 1 or self.world == 1 else self.task.model.no_sync()
+            with sync:
+                with autocast(self.device, self.precision):
+                    loss, n = self.task.training_loss(epoch, index)
+                (loss / accum if accum > 1 else loss).backward()
+            losses.append(loss.detach())
+            items += n
+        total = (torch.stack(losses).mean() if accum > 1 else losses[0]).item()
+        return total, items
 
     @staticmethod
     def _new_window() -> dict[str, float]:
@@ -383,9 +327,8 @@ class Trainer:
                   "grad_norm": window["grad_norm"] / steps, "clipped_share": window["clipped"] / steps,
                   f"{self.task.unit}_per_s": rate}
         log.write(record)
-        # the headline validation metric: bits per character where there is one, else the first
-        headline = "val_bpc" if "val_bpc" in last_eval else next((k for k in last_eval if k.startswith("val_")), None)
-        shown = {headline: last_eval[headline]} if headline else {}
+        headline = self.task.headline or self.task.metric
+        shown = {headline: last_eval[headline]} if headline in last_eval else {}
         bar.update(self.fraction_done(), {"loss": record["train_loss"], **shown, f"{self.task.unit}/s": rate})
 
     def _evaluate(self, log: MetricsLog, bar: Progress, fraction: float) -> dict[str, float]:
@@ -403,11 +346,17 @@ class Trainer:
             bar.message(f"step {self.step}  time {self.clock.elapsed:.0f}s  "
                         + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         self._fraction_at_last_eval = fraction
-        (improved,) = distributed.all_max(float(self.is_main and metrics["val_loss"] < self.best_val))
+        if self.is_main and self.task.metric not in metrics:
+            raise RnnkitError(f"the task's evaluation gave {', '.join(metrics)}, not its metric {self.task.metric}")
+        better = self.is_main and self.task.better(metrics[self.task.metric], self.best)
+        (improved,) = distributed.all_max(float(better))
         if improved:
             if self.is_main:
-                self.best_val = metrics["val_loss"]
+                self.best = metrics[self.task.metric]
+            self.evals_since_best = 0
             self.save("best")
+        else:
+            self.evals_since_best += 1
         self.save("last")
         if self.is_main:
             self.plot()
@@ -431,14 +380,16 @@ class Trainer:
                 torch._foreach_copy_(params, raw)
 
     def plot(self) -> None:
-        """``loss.png``: train and validation loss, and below it the pre-clip gradient norm per step."""
+        """``loss.png``: train and validation loss, the task's metric, and the pre-clip gradient norm per step."""
         if not self.plot_enabled:
             return
         records = read_metrics(self.run_dir / "metrics.jsonl")
+        panels = [(("train_loss", "val_loss"), self.task.loss_label, False)]
+        if self.task.metric != "val_loss":
+            panels.append(((self.task.metric,), self.task.metric, False))
         if any("val_loss" in r or "train_loss" in r for r in records):
             plot_curves(records, self.run_dir / "loss.png", title=self.run_dir.name,
-                        panels=[(("train_loss", "val_loss"), "loss (nats)", False),
-                                (("grad_norm",), "gradient norm", True)])
+                        panels=[*panels, (("grad_norm",), "gradient norm", True)])
 
 
 def load_trainer_config(state: dict[str, Any]) -> TrainConfig:

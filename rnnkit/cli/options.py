@@ -1,0 +1,70 @@
+"""Command-line options generated from the config dataclasses: each option is declared once, with its help
+and its check, in the dataclass (:func:`rnnkit.training.config.option`), and refused the same way on the
+command line and in Python."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from typing import Any
+
+from ..training.config import TrainConfig, _check
+
+# what every training command takes, in --help order
+TRAIN_OPTIONS = ("lr", "weight_decay", "warmup_steps", "grad_clip", "grad_clip_value", "ema", "grad_accum",
+                 "max_time", "max_steps", "epochs", "eval_every", "patience", "seed", "precision", "device")
+
+
+def _kind(annotation: str) -> type:
+    for name, kind in (("bool", bool), ("int", int), ("float", float)):
+        if name in annotation.replace("None", "").split("|")[0] or annotation.startswith(name):
+            return kind
+    return str
+
+
+def value_type(kind: type, rule: str | None):
+    """An argparse ``type`` that parses ``kind`` and applies ``rule`` (a one-line usage error otherwise)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+        problem = _check(value, rule) if rule else None
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_config_options(group: Any, cls: type = TrainConfig, names: tuple[str, ...] | None = None,
+                       defaults: dict[str, Any] | None = None) -> None:
+    """Add ``--name`` for each field of ``cls`` in ``names`` (default: every command-line field), default None.
+
+    Unset options stay None, so the task (or its recommended settings) decides; ``defaults``
+    names those values for ``--help``.
+    """
+    by_name = {f.name: f for f in fields(cls)}
+    defaults = defaults or {}
+    for name in names or [f.name for f in fields(cls) if f.metadata.get("cli", True)]:
+        f = by_name[name]
+        meta = f.metadata
+        shown = defaults.get(name, f.default)
+        help_text = meta.get("help", "") + (f" (default {shown})" if shown is not None else "")
+        flag = "--" + name.replace("_", "-")
+        kind = _kind(str(f.type))
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif meta.get("choices"):
+            group.add_argument(flag, choices=meta["choices"], default=None, help=help_text)
+        else:
+            group.add_argument(flag, type=value_type(kind, meta.get("check")), default=None, help=help_text)
+
+
+def given(args: argparse.Namespace, names: tuple[str, ...] = TRAIN_OPTIONS) -> dict[str, Any]:
+    """The options among ``names`` that the user set."""
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+__all__ = ["TRAIN_OPTIONS", "add_config_options", "given", "value_type"]

@@ -1,0 +1,144 @@
+"""One ``fit()`` for every task: the run folder, devices and precision, resume, reloading the best weights.
+
+::
+
+    task = MyTask(...)                                    # a rnnkit.training.task.Task
+    result = fit(task, TrainConfig(max_steps=500), "runs/mine")
+    task, result = resume("runs/mine", max_steps=1000)    # any task, found by the name in the run folder
+
+A run folder holds ``config.json`` (the task, its configuration, the training configuration,
+device and precision), ``metrics.jsonl``, ``loss.png``, ``last.pt`` and ``best.pt``, and
+whatever the task keeps beside them (a token file, a tokeniser). :func:`fit` refuses a folder
+that already holds a run (resume it instead) and a non-empty folder that is not a run, so
+nothing of the user's is overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..errors import RnnkitError, TrainingStopped
+from ..io import write_json
+from . import distributed
+from .checkpoint import load_checkpoint
+from .config import RESUMABLE, TrainConfig, resolve_device, resolve_precision
+from .task import Task, find_task
+from .trainer import Trainer, TrainResult, checkpoint_meta, load_trainer_config
+
+CONFIG = "config.json"
+RUN_FILES = (CONFIG, "last.pt", "best.pt", "metrics.jsonl", "loss.png")
+
+
+def is_run(folder: Path) -> bool:
+    """Whether ``folder`` holds an rnnkit run (its ``config.json`` says so, or it has a checkpoint)."""
+    if (folder / "last.pt").is_file():
+        return True
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "rnnkit" in config
+
+
+def prepare_run_folder(out: str | Path, hint: str = "--resume") -> Path:
+    """Create ``out`` for a new run, or refuse in one line: it holds a run, is a file, or holds other files."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RnnkitError(f"--out {out} is a file, not a folder")
+    if out.is_dir():
+        if is_run(out):
+            raise RnnkitError(f"{out} already holds a run; continue it with {hint} {out} or pick another --out")
+        if any(out.iterdir()):
+            raise RnnkitError(f"{out} is not empty and is not an rnnkit run folder; pick an empty or new --out")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise RnnkitError(f"--out {out}: {parent} is a file, not a folder")
+    if distributed.rank() == 0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RnnkitError(f"cannot create the run folder {out}: {e.strerror}") from None
+    distributed.barrier()
+    return out
+
+
+def fit(task: Task, config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
+        plot: bool = True, new_folder: bool = True) -> TrainResult:
+    """Train ``task`` under ``config`` in the run folder ``out``; the best checkpoint's weights end in the model.
+
+    ``resume`` continues the run in ``out`` from ``last.pt`` (use :func:`resume` to rebuild the task
+    from the folder). Ctrl-C or SIGTERM saves ``last.pt`` and raises
+    :class:`rnnkit.errors.TrainingStopped`, whose message names the command that continues the run.
+    ``new_folder=False`` is for tasks that prepared ``out`` themselves before building their data
+    (the character model writes its token file there first).
+    """
+    distributed.setup()  # joins the process group when started by torchrun; else nothing
+    config.validate()
+    out = Path(out)
+    if not resume:
+        torch.manual_seed(config.seed + distributed.rank())  # processes draw different dropout masks
+    if not resume and new_folder:
+        prepare_run_folder(out, f"{task.command or 'rnnkit train'} --resume")
+    device = resolve_device(config.device)
+    task.to(device)
+    meta = {"task": task.name, **task_config(task)}
+    trainer = Trainer(task, config, out, meta, progress, plot)
+    if resume:
+        trainer.resume(out / "last.pt")
+        if trainer.fraction_done() >= 1.0:
+            raise RnnkitError(f"{out} already finished its budget; give a larger --max-time, --max-steps or "
+                              "--epochs to continue")
+    if distributed.rank() == 0:
+        write_json(out / CONFIG, {"rnnkit": __version__, **meta, "train": asdict(config), "device": str(device),
+                                  "precision": resolve_precision(config.precision, device)})
+    result = trainer.run()
+    if result.stop_reason in ("interrupted", "terminated"):
+        raise TrainingStopped(f"{result.stop_reason} at step {result.steps}: saved {out / 'last.pt'}; continue with: "
+                              f"{task.resume_hint(out)}", result.stop_reason)
+    if task.select_best and (out / "best.pt").exists() and result.stop_reason != "nonfinite":
+        best = load_checkpoint(out / "best.pt")
+        task.model.load_state_dict(best["model"])
+    return result
+
+
+def task_config(task: Task) -> dict[str, Any]:
+    """The task's own description for the run folder; tasks that cannot resume store none."""
+    try:
+        return task.config()
+    except RnnkitError:
+        return {}
+
+
+def resume(run: str | Path, progress: bool | None = None, **changes: Any) -> tuple[Task, TrainResult]:
+    """Continue any task's run exactly where it stopped; only the budget (and device) may change.
+
+    The task is found by the name its run folder records and rebuilt from the folder alone.
+    """
+    run = Path(run)
+    if not run.is_dir():
+        raise RnnkitError(f"--resume {run}: no such run folder")
+    state = load_checkpoint(run / "last.pt")
+    meta = checkpoint_meta(state)
+    cls = find_task(meta.get("task", ""))
+    config = load_trainer_config(state)
+    known = {f.name for f in fields(TrainConfig)}
+    for k, v in changes.items():
+        if v is None:
+            continue
+        if k not in known:
+            raise TypeError(f"unknown option: {k}")
+        if k not in RESUMABLE and getattr(config, k) != v:
+            raise RnnkitError(f"--resume: --{k.replace('_', '-')} {v} conflicts with the run's {getattr(config, k)}; "
+                              "only the budget and device may change")
+        setattr(config, k, v)
+    task = cls.from_config({k: v for k, v in meta.items() if k != "task"}, run)
+    return task, fit(task, config, run, resume=True, progress=progress)
+
+
+__all__ = ["fit", "is_run", "prepare_run_folder", "resume"]
