@@ -1,8 +1,9 @@
 """The ``rnnkit`` command: a thin layer over the Python API.
 
-Each command group lives in its own module with a ``register(subparsers)`` function that adds
-its subcommands, each with ``set_defaults(handler=...)``; handlers import what they need lazily
-so that ``rnnkit --help`` stays fast.
+Each command group lives in its own module of this package, found here by itself: a module with
+a ``register(subparsers)`` function that adds its subcommands, each with
+``set_defaults(handler=...)``, and an ``ORDER`` number placing them in ``--help``. Handlers
+import what they need lazily so that ``rnnkit --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ import sys
 
 from ..errors import RnnkitError, TrainingStopped
 
-# command-group modules, in the order their commands appear in --help
-COMMAND_MODULES = ["charlm", "insight", "timeseries"]
+
+def command_modules() -> list:
+    """Every command-group module of this package, in ``--help`` order."""
+    import pkgutil
+
+    found = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
+    return sorted((m for m in found if hasattr(m, "register")), key=lambda m: getattr(m, "ORDER", 100))
 
 
 def _number(text: str, cast, ok, need: str):
@@ -52,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                "evaluate and inspect RNN, LSTM and GRU models.")
     p.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+    for module in command_modules():
+        module.register(sub)
     return p
 
 

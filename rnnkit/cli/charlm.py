@@ -11,6 +11,8 @@ from ..training.config import TrainConfig
 from . import fraction, positive_float, positive_int
 from .options import TRAIN_OPTIONS, add_config_options
 
+ORDER = 10  # place in --help
+
 
 def register(sub) -> None:
     t = sub.add_parser("train", help="train a character model on text",

@@ -14,6 +14,8 @@ INITS = ["default", "orthogonal", "identity", "forget1", "chrono"]
 LONGLAG_TRAIN = TRAIN_OPTIONS
 LONGLAG_DEFAULTS = {"lr": 3e-3, "grad_clip": 1.0, "seed": 0, "precision": "fp32"}
 
+ORDER = 20  # place in --help
+
 
 def non_negative_int(text: str) -> int:
     try:

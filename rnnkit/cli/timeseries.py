@@ -25,6 +25,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "sunspots": {"horizon": 11, "input_len": 33, "season_length": 11, "start": "1950-01-01", "max_steps": 500},
 }
 
+ORDER = 30  # place in --help
+
 
 def _columns(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
