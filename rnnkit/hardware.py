@@ -25,4 +25,28 @@ def cpu_capability() -> str:
     return str(torch.backends.cpu.get_cpu_capability())
 
 
-__all__ = ["cpu_capability", "cpu_has_amx", "cpu_has_avx512_bf16"]
+def memory_bytes() -> int | None:
+    """The machine's physical memory, or None where the system does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_in_memory(n_params: int, what: str) -> None:
+    """Refuse in one line a model whose training state cannot fit this machine's memory.
+
+    Training holds each parameter four times in float32 (weights, gradients and AdamW's two
+    moments), before any activations: a model past that would fail deep inside an allocation.
+    """
+    from .errors import RnnkitError
+
+    need, have = 16 * n_params, memory_bytes()
+    if have and need > 0.8 * have:
+        raise RnnkitError(f"{what} needs about {need / 1e9:,.0f} GB for weights, gradients and optimizer state; "
+                          f"this machine has {have / 1e9:,.0f} GB: choose a smaller model")
+
+
+__all__ = ["check_fits_in_memory", "cpu_capability", "cpu_has_amx", "cpu_has_avx512_bf16", "memory_bytes"]

@@ -46,6 +46,21 @@ def fraction(text: str) -> float:
     return _number(text, float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
+def output_file(text: str) -> str:
+    """A file to write: refused before any work if it names a folder or lies under a file."""
+    from pathlib import Path
+
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
+            break
+    return text
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other rnnkit error
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -78,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a full disk, a read-only folder, a vanished file: say which, in one line
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"rnnkit: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("rnnkit: error: out of memory: choose a smaller model or batch", file=sys.stderr)
+        return 1
     return 0
 
 

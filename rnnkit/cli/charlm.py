@@ -124,7 +124,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     total_loss = total_chars = 0.0
     for f in resolve_corpus(args.files):
         m = model.evaluate(read_text(f, args.encoding))
-        print(f"{f}: {m['chars']:.0f} chars  loss {m['loss']:.4f}  bpc {m['bpc']:.3f}")
+        skipped = f"  ({m['skipped']:.0f} characters outside the vocabulary left out)" if m["skipped"] else ""
+        print(f"{f}: {m['chars']:.0f} chars  loss {m['loss']:.4f}  bpc {m['bpc']:.3f}{skipped}")
         total_loss += m["loss"] * m["chars"]
         total_chars += m["chars"]
     loss = total_loss / total_chars

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import RnnkitError
 from ..training.config import TrainConfig
-from . import positive_float, positive_int
+from . import output_file, positive_float, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given
 
 INITS = ["default", "orthogonal", "identity", "forget1", "chrono"]
@@ -51,7 +51,7 @@ def register(sub) -> None:
     g.add_argument("--burn-in", type=non_negative_int, default=100,
                    help="characters run before each window to reach a realistic state (default 100)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", default="gradflow.png", help="plot file (default gradflow.png)")
+    g.add_argument("--out", type=output_file, default="gradflow.png", help="plot file (default gradflow.png)")
     g.set_defaults(handler=cmd_gradflow)
 
     m = sub.add_parser(

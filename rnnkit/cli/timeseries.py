@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import RnnkitError
 from ..nn.cells import cell_names
 from ..training.config import TrainConfig
-from . import fraction, positive_float, positive_int
+from . import fraction, output_file, positive_float, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given
 
 # per built-in dataset: the options a user gets unless given (the benchmark's settings)
@@ -88,7 +88,7 @@ def register(sub) -> None:
     pr.add_argument("--horizon", type=int, help="steps (default: the model's)")
     pr.add_argument("--data", help="new history to forecast from (same columns as the training data)")
     pr.add_argument("--future", help="file with the known-ahead covariates of the forecast steps")
-    pr.add_argument("--output", help="write the forecast CSV here (default: stdout)")
+    pr.add_argument("--output", type=output_file, help="write the forecast CSV here (default: stdout)")
     pr.set_defaults(handler=cmd_predict)
 
     bt = fsub.add_parser("backtest", help="rolling-origin historical forecasts against baselines",
@@ -101,8 +101,8 @@ def register(sub) -> None:
     bt.add_argument("--last-points-only", action=argparse.BooleanOptionalAction, default=None,
                     help="score only the horizon-th step of each forecast (Darts' default)")
     bt.add_argument("--season-length", type=positive_int, help="seasonal period for the baselines and MASE")
-    bt.add_argument("--output", help="write every forecast (model and baselines) to this CSV")
-    bt.add_argument("--plot", help="save a plot of history, forecasts and intervals (PNG)")
+    bt.add_argument("--output", type=output_file, help="write every forecast (model and baselines) to this CSV")
+    bt.add_argument("--plot", type=output_file, help="save a plot of history, forecasts and intervals (PNG)")
     bt.add_argument("--out", help="run folder for the fitted model (default: a temporary one)")
     bt.set_defaults(handler=cmd_backtest)
 
@@ -122,8 +122,9 @@ def register(sub) -> None:
     d.add_argument("--window", type=positive_int, default=32)
     d.add_argument("--hidden", type=positive_int, default=32)
     d.add_argument("--z", type=positive_float, help="fixed threshold in standard deviations (default: dynamic)")
-    d.add_argument("--output", help="write time, value, score, anomaly per row to this CSV (default: stdout)")
-    d.add_argument("--plot", help="save a plot of the series, scores and flags (PNG)")
+    d.add_argument("--output", type=output_file,
+                   help="write time, value, score, anomaly per row to this CSV (default: stdout)")
+    d.add_argument("--plot", type=output_file, help="save a plot of the series, scores and flags (PNG)")
     d.add_argument("--max-time", type=positive_float, help="seconds of training (default 30)")
     d.add_argument("--max-steps", type=positive_int, help="optimizer steps (default 300)")
     d.add_argument("--seed", type=int, help="random seed (default 1337)")

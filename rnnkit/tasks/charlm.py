@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.text import (
+    UNKNOWN,
     StreamBatcher,
     Vocab,
     default_corpus_files,
@@ -24,6 +26,7 @@ from ..data.text import (
     tokenize_to_file,
 )
 from ..errors import RnnkitError
+from ..hardware import check_fits_in_memory
 from ..io import write_json
 from ..nn.cells import CELLS
 from ..nn.init import init_recurrent
@@ -59,6 +62,11 @@ class ModelConfig:
                 raise RnnkitError(f"--{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise RnnkitError(f"--dropout must be in [0, 1), got {self.dropout}")
+        # embedding and output layer (a vocabulary of ~100) plus each layer's gate blocks, as an LSTM's
+        gates = CELLS[self.cell].gates
+        n_params = (2 * max(self.vocab_size, 100) * self.hidden
+                    + self.layers * gates * (2 * self.hidden + 2) * self.hidden)
+        check_fits_in_memory(n_params, f"--hidden {self.hidden} --layers {self.layers}")
 
 
 class CharLM(nn.Module):
@@ -116,10 +124,22 @@ class CharLM(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, text: str, streams: int = 1, chunk: int = 1024) -> dict[str, float]:
-        """Loss of ``text`` in nats and bits per character, state carried along the text."""
-        tokens = self._require_vocab().encode(text, strict=False)
+        """Loss of ``text`` in nats and bits per character, state carried along the text.
+
+        Characters outside the vocabulary map to its unknown character when it has one (a capped
+        vocabulary), and count against the model like any other; otherwise the model cannot
+        score them at all, and they are left out (``skipped`` says how many).
+        """
+        vocab = self._require_vocab()
+        skipped = 0
+        if UNKNOWN not in vocab.index:
+            unknown = vocab.unknown_chars(text)
+            if unknown:
+                kept = text.translate({ord(c): None for c in unknown})
+                skipped, text = len(text) - len(kept), kept
+        tokens = vocab.encode(text, strict=False)
         loss = stream_loss(self, tokens, streams, chunk, next(self.parameters()).device)
-        return {"loss": loss, "bpc": loss / LN2, "chars": float(len(tokens) - 1)}
+        return {"loss": loss, "bpc": loss / LN2, "chars": float(len(tokens) - 1), "skipped": float(skipped)}
 
     @torch.no_grad()
     def sample(self, length: int = 500, prime: str = "", temperature: float = 1.0,
@@ -205,6 +225,7 @@ class CharLMTask(Task):
         self.batcher = StreamBatcher(train_tokens, batch_size, seq_len, range(rank * share, (rank + 1) * share))
         self.val_tokens, self.batch_size = val_tokens, batch_size
         self.data_config = data_config
+        self.token_file: dict[str, Any] | None = None  # size and checksum of tokens.bin, recorded in the run
         self.state: Any = None
 
     def batches_per_epoch(self) -> int:
@@ -236,26 +257,52 @@ class CharLMTask(Task):
         if self.data_config is None:
             return super().config()
         return {"model": asdict(self.model.config), "data": asdict(self.data_config),
-                "vocab": self.model._require_vocab().chars}
+                "vocab": self.model._require_vocab().chars, "tokens": self.token_file}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], run_dir: Path) -> CharLMTask:
         model_cfg, data_cfg = ModelConfig(**config["model"]), DataConfig(**config["data"])
         vocab = Vocab(config["vocab"])
-        if (run_dir / TOKENS).exists():
-            tokens = open_tokens(run_dir / TOKENS, vocab)
-        else:  # the token file is a cache: rebuild it from the corpus with the run's vocabulary
-            _, tokens = _tokenize_once(corpus_files(data_cfg.corpus), run_dir / TOKENS, data_cfg.encoding, None, vocab)
-        return _make_task(tokens, vocab, model_cfg, data_cfg)
+        problem = token_file_problem(run_dir, config.get("tokens"))
+        if problem:
+            raise RnnkitError(f"{run_dir / TOKENS} {problem}; give the corpus again to rebuild it: "
+                              f"rnnkit train CORPUS --resume {run_dir}")
+        return _make_task(open_tokens(run_dir / TOKENS, vocab), vocab, model_cfg, data_cfg, config.get("tokens"))
 
 
-def _make_task(tokens: np.ndarray, vocab: Vocab, model_cfg: ModelConfig, data_cfg: DataConfig) -> CharLMTask:
+def token_file_record(path: Path, files: Sequence[Path]) -> dict[str, Any]:
+    """Size and checksum of the token file, and the corpus files it was made from (absolute paths)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return {"bytes": path.stat().st_size, "blake2b": digest.hexdigest(), "files": [str(p.resolve()) for p in files]}
+
+
+def token_file_problem(run_dir: Path, record: dict[str, Any] | None) -> str | None:
+    """What is wrong with a run's token file (missing, resized, changed), or None."""
+    path = run_dir / TOKENS
+    if not path.is_file():
+        return "is missing"
+    if record is None:
+        return None  # a run from before the file was recorded
+    if path.stat().st_size != record["bytes"]:
+        return f"has {path.stat().st_size:,} bytes, not the run's {record['bytes']:,}"
+    if token_file_record(path, [])["blake2b"] != record["blake2b"]:
+        return "is damaged (its checksum differs from the run's)"
+    return None
+
+
+def _make_task(tokens: np.ndarray, vocab: Vocab, model_cfg: ModelConfig, data_cfg: DataConfig,
+               token_file: dict[str, Any] | None = None) -> CharLMTask:
     train_tokens, val_tokens = split_tokens(tokens, data_cfg.val_fraction)
     if len(val_tokens) < 2:
         raise RnnkitError("validation split too short: give more text or a larger --val-fraction")
     model_cfg.vocab_size = len(vocab)
-    return CharLMTask(CharLM(model_cfg, vocab), train_tokens, val_tokens, data_cfg.batch_size, data_cfg.seq_len,
+    task = CharLMTask(CharLM(model_cfg, vocab), train_tokens, val_tokens, data_cfg.batch_size, data_cfg.seq_len,
                       data_config=data_cfg)
+    task.token_file = token_file
+    return task
 
 
 @dataclass
@@ -347,7 +394,7 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     if distributed.rank() == 0:
         write_json(out / "vocab.json", vocab.chars)
     torch.manual_seed(train_cfg.seed)
-    task = _make_task(tokens, vocab, model_cfg, data_cfg)
+    task = _make_task(tokens, vocab, model_cfg, data_cfg, token_file_record(out / TOKENS, files))
     result = fit(task, train_cfg, out, progress=progress, new_folder=False)
     return task.model.eval(), result
 
@@ -360,9 +407,17 @@ def _resume(run: Path, corpus, progress, options) -> tuple[CharLM, TrainResult]:
         raise RnnkitError(f"{run} is a {other.name} run, not a character model's; continue it with "
                           f"{other.command} --resume {run}")
     saved = {**meta["model"], **meta["data"]}
-    if corpus and list(corpus) != saved["corpus"]:
-        raise RnnkitError(f"--resume: the run was trained on {saved['corpus'] or 'the default corpus'}; "
-                          "give no corpus (or the same) when resuming")
+    record = meta.get("tokens")
+    if corpus:  # the user names the corpus: rebuild the token file from it if it is missing or damaged
+        files = corpus_files(corpus)
+        if record is not None and [str(p.resolve()) for p in files] != record["files"]:
+            raise RnnkitError(f"--resume: the run was trained on {', '.join(record['files'])}; give those files "
+                              "(or no corpus) when resuming")
+        if token_file_problem(run, record):
+            _tokenize_once(files, run / TOKENS, saved["encoding"], None, Vocab(meta["vocab"]))
+            problem = token_file_problem(run, record)
+            if problem:
+                raise RnnkitError(f"the corpus has changed since the run started: the rebuilt {TOKENS} {problem}")
     for k in list(options):
         if k in saved and k != "vocab_size":
             v = options.pop(k)

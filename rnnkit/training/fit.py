@@ -16,6 +16,7 @@ nothing of the user's is overwritten.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,17 @@ CONFIG = "config.json"
 RUN_FILES = (CONFIG, "last.pt", "best.pt", "metrics.jsonl", "loss.png")
 
 
+LOCK = ".lock"
+_held: dict[Path, int] = {}  # run folders this process holds the lock of, and their lock files' descriptors
+
+
 def is_run(folder: Path) -> bool:
-    """Whether ``folder`` holds an rnnkit run (its ``config.json`` says so, or it has a checkpoint)."""
-    if (folder / "last.pt").is_file():
-        return True
+    """Whether ``folder`` holds an rnnkit run that can be continued (it has a checkpoint)."""
+    return (folder / "last.pt").is_file()
+
+
+def _ours(folder: Path) -> bool:
+    """Whether ``folder``'s ``config.json`` was written by rnnkit."""
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -46,24 +54,70 @@ def is_run(folder: Path) -> bool:
     return isinstance(config, dict) and "rnnkit" in config
 
 
+def lock_run_folder(folder: Path) -> None:
+    """Take the run folder's exclusive lock for this process (again: nothing), or refuse in one line.
+
+    The lock is an ``flock`` on ``.lock``: the system drops it when the process ends in any way,
+    kill -9 included, so a dead run never leaves a stale lock behind. Only the first process of a
+    data-parallel run takes it. Holding it, any temporary file left in the folder is a dead
+    writer's, and is removed.
+    """
+    key = folder.resolve()
+    if key in _held or distributed.rank() != 0:
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX: no lock
+        return
+    try:
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise RnnkitError(f"cannot write into the run folder {folder}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RnnkitError(f"{folder} is in use by another rnnkit process (pid {owner}); wait for it to end "
+                          "or pick another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held[key] = fd
+    for stale in folder.glob(".*.tmp"):  # half-written files of a writer that died (kill -9 during a save)
+        stale.unlink(missing_ok=True)
+
+
+def unlock_run_folder(folder: Path) -> None:
+    fd = _held.pop(folder.resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the flock
+
+
 def prepare_run_folder(out: str | Path, hint: str = "--resume") -> Path:
-    """Create ``out`` for a new run, or refuse in one line: it holds a run, is a file, or holds other files."""
+    """Create and lock ``out`` for a new run, or refuse in one line: it holds a run, is a file, holds other
+    files, or another process is using it."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RnnkitError(f"--out {out} is a file, not a folder")
-    if out.is_dir():
-        if is_run(out):
-            raise RnnkitError(f"{out} already holds a run; continue it with {hint} {out} or pick another --out")
-        if any(out.iterdir()):
-            raise RnnkitError(f"{out} is not empty and is not an rnnkit run folder; pick an empty or new --out")
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():
             raise RnnkitError(f"--out {out}: {parent} is a file, not a folder")
+    if out.is_dir():
+        if is_run(out):
+            raise RnnkitError(f"{out} already holds a run; continue it with {hint} {out} or pick another --out")
+        leftover = [p for p in out.iterdir() if p.name != LOCK and not (p.name.startswith(".") and
+                                                                           p.name.endswith(".tmp"))]
+        if leftover and not _ours(out):
+            raise RnnkitError(f"{out} is not empty and is not an rnnkit run folder; pick an empty or new --out")
     if distributed.rank() == 0:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RnnkitError(f"cannot create the run folder {out}: {e.strerror}") from None
+        lock_run_folder(out)
+        if _ours(out):  # a run that died before its first checkpoint: start afresh, without its records
+            for name in ("metrics.jsonl", "loss.png"):
+                (out / name).unlink(missing_ok=True)
     distributed.barrier()
     return out
 
@@ -85,9 +139,19 @@ def fit(task: Task, config: TrainConfig, out: str | Path, *, resume: bool = Fals
         torch.manual_seed(config.seed + distributed.rank())  # processes draw different dropout masks
     if not resume and new_folder:
         prepare_run_folder(out, f"{task.command or 'rnnkit train'} --resume")
+    lock_run_folder(out)
+    try:
+        return _fit_locked(task, config, out, resume, progress, plot)
+    finally:
+        unlock_run_folder(out)
+
+
+def _fit_locked(task: Task, config: TrainConfig, out: Path, resume: bool, progress: bool | None,
+                plot: bool) -> TrainResult:
     device = resolve_device(config.device)
     task.to(device)
-    meta = {"task": task.name, **task_config(task)}
+    description = task_config(task)
+    meta = {"task": task.name, **description}
     trainer = Trainer(task, config, out, meta, progress, plot)
     if resume:
         trainer.resume(out / "last.pt")
@@ -99,8 +163,10 @@ def fit(task: Task, config: TrainConfig, out: str | Path, *, resume: bool = Fals
                                   "precision": resolve_precision(config.precision, device)})
     result = trainer.run()
     if result.stop_reason in ("interrupted", "terminated"):
-        raise TrainingStopped(f"{result.stop_reason} at step {result.steps}: saved {out / 'last.pt'}; continue with: "
-                              f"{task.resume_hint(out)}", result.stop_reason)
+        how = (f"continue with: {task.resume_hint(out)}" if description else
+               "this task trains afresh each time: run it again")
+        raise TrainingStopped(f"{result.stop_reason} at step {result.steps}: saved {out / 'last.pt'}; {how}",
+                              result.stop_reason)
     if task.select_best and (out / "best.pt").exists() and result.stop_reason != "nonfinite":
         best = load_checkpoint(out / "best.pt")
         task.model.load_state_dict(best["model"])
@@ -141,4 +207,4 @@ def resume(run: str | Path, progress: bool | None = None, **changes: Any) -> tup
     return task, fit(task, config, run, resume=True, progress=progress)
 
 
-__all__ = ["fit", "is_run", "prepare_run_folder", "resume"]
+__all__ = ["fit", "is_run", "lock_run_folder", "prepare_run_folder", "resume", "unlock_run_folder"]

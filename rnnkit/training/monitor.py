@@ -11,6 +11,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..io import atomic_write_text
+
 
 class Progress:
     """A live bar (loss, last validation metric, rate, ETA) on a terminal; one line per evaluation otherwise."""
@@ -67,6 +69,13 @@ class MetricsLog:
                   for k, v in record.items()}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the records of steps after ``step`` (a resumed run replays them from its checkpoint)."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [r for r in read_metrics(self.path) if not isinstance(r.get("step"), (int, float)) or r["step"] <= step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

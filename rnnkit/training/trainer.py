@@ -166,7 +166,12 @@ class Trainer:
     def save(self, name: str) -> None:
         state = self.state_dict()
         if self.is_main:
-            save_checkpoint(self.run_dir / f"{name}.pt", state)
+            try:
+                save_checkpoint(self.run_dir / f"{name}.pt", state)
+            except (OSError, RuntimeError) as e:  # a full disk surfaces as either, from torch's writer
+                reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:80]
+                raise RnnkitError(f"cannot write {self.run_dir / f'{name}.pt'} ({reason}; is the disk full?); "
+                                  f"the last good checkpoint is kept") from None
 
     def resume(self, path: str | Path) -> None:
         """Restore model, optimizer, data position, state carried by the task, and RNG."""
@@ -175,17 +180,24 @@ class Trainer:
         if t.get("world_size", 1) != self.world:
             raise RnnkitError(f"{path} was saved by {t.get('world_size', 1)} processes; resume it with "
                               f"the same number (now {self.world})")
-        self.model.load_state_dict(state.get("training_model", state["model"]))
-        if self.ema is not None:
-            # on the parameters' device and dtype: checkpoints hold CPU tensors
-            self.ema = [state["model"][n].to(p, copy=True) for n, p in zip(self.param_names, self.params, strict=True)]
+        try:
+            self.model.load_state_dict(state.get("training_model", state["model"]))
+            if self.ema is not None:
+                # on the parameters' device and dtype: checkpoints hold CPU tensors
+                ema = [state["model"][n] for n in self.param_names]
+                if any(e.shape != p.shape for e, p in zip(ema, self.params, strict=True)):
+                    raise ValueError("averaged weights of other shapes")
+                self.ema = [e.to(p, copy=True) for e, p in zip(ema, self.params, strict=True)]
+            self.optimizer.load_state_dict(state["optimizer"])
+            task_state, rng = state["task"], t["rng"]
+            if self.world > 1:
+                task_state, rng = task_state["ranks"][self.rank], rng["ranks"][self.rank]
+            self.task.load_state_dict(task_state)
+            self.step, self.items_seen = int(t["step"]), t["items_seen"]
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            raise RnnkitError(f"{path} does not fit this run's model and optimizer "
+                              f"({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})") from None
         self._raw_weights = None
-        self.optimizer.load_state_dict(state["optimizer"])
-        task_state, rng = state["task"], t["rng"]
-        if self.world > 1:
-            task_state, rng = task_state["ranks"][self.rank], rng["ranks"][self.rank]
-        self.task.load_state_dict(task_state)
-        self.step, self.items_seen = t["step"], t["items_seen"]
         self.best, self.evals_since_best = t.get("best"), t.get("evals_since_best", 0)
         self.clock = Stopwatch(t["elapsed"])
         set_rng_state(rng, self.device)
@@ -203,6 +215,8 @@ class Trainer:
             self._raw_weights = None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.is_main)
+        if self.is_main:
+            log.truncate_after(self.step)  # steps after the checkpoint are replayed now: no record twice
         bar = Progress(self.task.unit, self.progress_enabled if self.is_main else False)
         in_main = threading.current_thread() is threading.main_thread()
         old_handlers = {sig: signal.signal(sig, self._request_stop) for sig in STOP_SIGNALS} if in_main else {}
@@ -212,6 +226,7 @@ class Trainer:
 
             self.task.model = DistributedDataParallel(self.model)
         self._fraction_at_last_eval = self.fraction_done()
+        self._step_at_last_eval = -1
         last_eval: dict[str, float] = {}
         window = self._new_window()
         stop_reason = "budget"
@@ -275,7 +290,8 @@ class Trainer:
                 bar.message(f"stopped: {self.bad_steps} non-finite steps in a row; "
                             f"the last good checkpoint is {self.run_dir / 'last.pt'}")
             else:
-                if self.step > first_step and stop_reason == "budget" and self._fraction_at_last_eval < 1.0:
+                if (self.step > first_step and stop_reason == "budget" and self._fraction_at_last_eval < 1.0
+                        and self._step_at_last_eval != self.step):
                     last_eval = self._evaluate(log, bar, 1.0)
                 self.save("last")
         finally:
@@ -345,7 +361,7 @@ class Trainer:
             log.write({"step": self.step, "time": round(self.clock.elapsed, 3), **metrics})
             bar.message(f"step {self.step}  time {self.clock.elapsed:.0f}s  "
                         + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        self._fraction_at_last_eval = fraction
+        self._fraction_at_last_eval, self._step_at_last_eval = fraction, self.step
         if self.is_main and self.task.metric not in metrics:
             raise RnnkitError(f"the task's evaluation gave {', '.join(metrics)}, not its metric {self.task.metric}")
         better = self.is_main and self.task.better(metrics[self.task.metric], self.best)
