@@ -1,0 +1,173 @@
+"""Run folders that never lose or mix work: each case first failed as a user ran it (issue 12)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, assert_one_line_error, rnnkit_cli
+
+STEPS = ["--max-steps", "30", "--eval-every", "10"]
+
+
+@pytest.fixture(scope="module")
+def finished(small_corpus, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "done"
+    proc = rnnkit_cli("train", small_corpus, *TINY, *STEPS, "--out", run)
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    to.mkdir()
+    for f in run.iterdir():
+        if f.is_file():
+            (to / f.name).write_bytes(f.read_bytes())
+    return to
+
+
+def test_a_folder_that_is_not_a_run_is_refused_untouched(small_corpus, tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "config.json").write_text('{"mine": 1}')
+    (d / "metrics.jsonl").write_text("notes\n")
+    assert_one_line_error(rnnkit_cli("train", small_corpus, *TINY, *STEPS, "--out", d), "not an rnnkit run folder")
+    assert (d / "config.json").read_text() == '{"mine": 1}' and (d / "metrics.jsonl").read_text() == "notes\n"
+    assert sorted(p.name for p in d.iterdir()) == ["config.json", "metrics.jsonl"]
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["new", "resume"])
+def test_a_second_writer_is_refused_while_the_first_runs(small_corpus, tmp_path, finished, resume):
+    run = copy_run(finished, tmp_path / "v") if resume else tmp_path / "v"
+    first_args = ["--resume", run, "--max-steps", "100000"] if resume else [small_corpus, *TINY, "--max-steps",
+                                                                             "100000", "--out", run]
+    first = subprocess.Popen([sys.executable, "-m", "rnnkit", "train", *map(str, first_args)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / ".lock").exists() and (run / "metrics.jsonl").exists()):  # training has begun
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate()[1]
+            time.sleep(0.05)
+        second = ["--resume", run, "--max-steps", "200000"] if resume else [small_corpus, *TINY, "--seed", "2",
+                                                                            *STEPS, "--out", run]
+        proc = rnnkit_cli("train", *second)
+        assert_one_line_error(proc, "in use by another rnnkit process" if resume else "")
+        assert "in use by another rnnkit process" in proc.stderr or "already holds a run" in proc.stderr
+    finally:
+        first.terminate()
+        first.communicate(timeout=120)
+    assert first.returncode == 143
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if '"loss"' in line and '"grad_norm"' in line]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # one writer's records, once each
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(finished, tmp_path):
+    run = copy_run(finished, tmp_path / "r")
+    stale = run / ".last.pt.abc123.tmp"
+    stale.write_bytes(os.urandom(1000))
+    proc = rnnkit_cli("train", "--resume", run, "--max-steps", "40")
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists() and not list(run.glob(".*.tmp"))
+
+
+def test_damaged_token_file_is_refused_or_rebuilt_from_the_named_corpus(finished, small_corpus, tmp_path):
+    for damage in ("truncate", "random", "empty", "delete"):
+        run = copy_run(finished, tmp_path / damage)
+        tokens = run / "tokens.bin"
+        data = tokens.read_bytes()
+        if damage == "delete":
+            tokens.unlink()
+        else:
+            tokens.write_bytes({"truncate": data[:30_000], "random": os.urandom(len(data)), "empty": b""}[damage])
+        assert_one_line_error(rnnkit_cli("train", "--resume", run, "--max-steps", "40"),
+                              f"give the corpus again to rebuild it: rnnkit train CORPUS --resume {run}")
+    proc = rnnkit_cli("train", small_corpus, "--resume", tmp_path / "delete", "--max-steps", "40")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "delete" / "tokens.bin").read_bytes() == (finished / "tokens.bin").read_bytes()
+
+
+def test_a_checkpoint_naming_a_corpus_never_gets_it_read(finished, tmp_path):
+    run = copy_run(finished, tmp_path / "r")
+    state = torch.load(run / "last.pt", weights_only=True)
+    meta = json.loads(state["meta"])
+    meta["data"]["corpus"], meta["tokens"]["files"] = ["/etc/passwd"], ["/etc/passwd"]
+    state["meta"] = json.dumps(meta)
+    torch.save(state, run / "last.pt")
+    (run / "tokens.bin").unlink()
+    proc = rnnkit_cli("train", "--resume", run, "--max-steps", "40")
+    assert_one_line_error(proc, "give the corpus again")
+    assert not (run / "tokens.bin").exists()
+
+
+def test_mismatched_averaged_weights_are_a_one_line_error(finished, tmp_path):
+    run = copy_run(finished, tmp_path / "r")
+    state = torch.load(run / "last.pt", weights_only=True)
+    for k in state["model"]:
+        state["model"][k] = torch.zeros(3)
+    torch.save(state, run / "last.pt")
+    assert_one_line_error(rnnkit_cli("train", "--resume", run, "--max-steps", "40"), "does not fit")
+
+
+def test_a_damaged_metrics_line_does_not_stop_training_and_nothing_is_logged_twice(finished, tmp_path):
+    run = copy_run(finished, tmp_path / "r")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write("this is not json\n")
+        f.write(json.dumps({"step": 35, "loss": 9.0, "grad_norm": 1.0, "clipped": 0}) + "\n")  # a replayed step
+    proc = rnnkit_cli("train", "--resume", run, "--max-steps", "40")
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    per_step = [r["step"] for r in records if "grad_norm" in r and "loss" in r]
+    assert per_step == list(range(1, 41))
+    evals = [r["step"] for r in records if "val_loss" in r]
+    assert len(evals) == len(set(evals))
+
+
+def test_full_disk_keeps_the_last_good_checkpoint_and_stops_in_one_line(finished, tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        run = copy_run(finished, mount / "r")
+        before = (run / "last.pt").read_bytes()
+        with open(mount / "filler", "wb") as f, contextlib.suppress(OSError):
+            f.write(b"\0" * (2 << 20))
+        proc = rnnkit_cli("train", "--resume", run, "--max-steps", "40")
+        assert_one_line_error(proc)
+        assert (run / "last.pt").read_bytes() == before
+        assert not list(run.glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["detect", "{data}", "--output", "{dir}"], "is a folder"),
+    (["detect", "{data}", "--plot", "{file}/x.png"], "is a file, not a folder"),
+    (["forecast", "predict", "{run}", "--output", "{dir}"], "is a folder"),
+    (["train", "{data}", "--out", "{file}"], "is a file, not a folder"),
+    (["train", "{data}", "--out", "{file}/sub"], "is a file, not a folder"),
+    (["train", "--resume", "{run}", "--out", "{dir}"], "not both")])
+def test_output_paths_are_checked_before_any_work(args, message, tmp_path, small_corpus, finished):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("x")
+    fill = {"data": small_corpus, "dir": tmp_path / "dir", "file": tmp_path / "file", "run": finished}
+    start = time.time()
+    assert_one_line_error(rnnkit_cli(*[a.format(**fill) for a in args]), message)
+    assert time.time() - start < 60
+
+
+def test_eval_leaves_out_characters_the_model_cannot_score(finished, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("First Citizen: ΩΩ ok\n" * 20, encoding="utf-8")
+    proc = rnnkit_cli("eval", finished, text)
+    assert proc.returncode == 0, proc.stderr
+    assert "40 characters outside the vocabulary left out" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].split()[-2] == "bpc"
