@@ -127,8 +127,25 @@ def flops_per_char(cell: str, vocab: int, hidden: int, layers: int) -> float:
     return 3 * forward
 
 
-def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 2048, reps: int = 8) -> float:
-    """Measured FLOP/s of an n x n matrix product in ``dtype``: the practical peak."""
+def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 2048, reps: int = 8,
+                seconds: float = 3.0) -> float:
+    """Measured FLOP/s of an n x n matrix product in ``dtype``: the practical peak.
+
+    ``n`` is halved (down to 256) until ``reps`` products should fit in ``seconds``, judged by a
+    256 x 256 product timed first. Where the machine has no fast kernel for ``dtype`` (bf16 on a
+    CPU with neither AVX-512 BF16 nor AMX runs generic loops, orders of magnitude slower), eight
+    2048 x 2048 products would take minutes, and a smaller product measures such a kernel just
+    as well. Smoke runs pass a small ``n`` so that no large product runs at all.
+    """
+    probe = min(n, 256)
+    rate = _product_rate(dtype, device, probe, 1)
+    while n > probe and 2 * n**3 * (reps + 1) > seconds * rate:
+        n = max(probe, n // 2)
+    return _product_rate(dtype, device, n, reps)
+
+
+def _product_rate(dtype: torch.dtype, device: str, n: int, reps: int) -> float:
+    """FLOP/s of ``reps`` n x n products, after one untimed product (first-call set-up)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
