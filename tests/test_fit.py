@@ -227,17 +227,19 @@ def test_one_device_policy(monkeypatch):
     assert resolve_device("auto").type == "cpu"
 
 
-@pytest.mark.parametrize("amx,avx512_bf16,precision,sample_1,sample_64", [
-    (True, True, "bf16", torch.int8, torch.bfloat16),       # Sapphire Rapids and later
-    (False, True, "fp32", torch.int8, torch.bfloat16),      # AVX-512 BF16 without AMX (Cooper Lake, Zen 4)
-    (False, False, "fp32", torch.float32, torch.float32)])  # AVX2 only: bf16 products are slow
-def test_auto_choices_follow_the_cpu(monkeypatch, amx, avx512_bf16, precision, sample_1, sample_64):
+@pytest.mark.parametrize("amx,avx512_bf16,isa,precision,sample_1,sample_64", [
+    (True, True, "AVX512", "bf16", torch.int8, torch.bfloat16),     # Sapphire Rapids and later
+    (False, True, "AVX512", "fp32", torch.int8, torch.bfloat16),    # AVX-512 BF16 without AMX (Cooper Lake, Zen 4)
+    (False, False, "AVX2", "fp32", torch.int8, torch.float32),      # AVX2 only: bf16 products are slow
+    (False, False, "DEFAULT", "fp32", torch.float32, torch.float32)])  # no vector int8 kernel
+def test_auto_choices_follow_the_cpu(monkeypatch, amx, avx512_bf16, isa, precision, sample_1, sample_64):
     monkeypatch.setattr(hardware, "cpu_has_amx", lambda: amx)
     monkeypatch.setattr(hardware, "cpu_has_avx512_bf16", lambda: avx512_bf16)
+    monkeypatch.setattr(hardware, "cpu_capability", lambda: isa)
     assert resolve_precision("auto", torch.device("cpu")) == precision
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
-    if sample_1 == torch.int8 and not hasattr(torch, "_weight_int8pack_mm"):
-        sample_1 = torch.bfloat16
+    if not hasattr(torch, "_weight_int8pack_mm"):
+        sample_1 = torch.bfloat16 if avx512_bf16 else torch.float32
     assert stepping.default_sample_dtype(1) == sample_1
     assert stepping.default_sample_dtype(64) == sample_64
 

@@ -25,6 +25,13 @@ def finished(small_corpus, tmp_path_factory) -> Path:
     return run
 
 
+def lock_holder(run: Path) -> str:
+    try:
+        return (run / ".lock").read_text().strip()
+    except OSError:
+        return ""
+
+
 def copy_run(run: Path, to: Path) -> Path:
     to.mkdir()
     for f in run.iterdir():
@@ -52,7 +59,7 @@ def test_a_second_writer_is_refused_while_the_first_runs(small_corpus, tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not ((run / ".lock").exists() and (run / "metrics.jsonl").exists()):  # training has begun
+        while not (lock_holder(run) == str(first.pid) and (run / "metrics.jsonl").exists()):  # it holds the lock
             assert time.monotonic() < deadline and first.poll() is None, first.communicate()[1]
             time.sleep(0.05)
         second = ["--resume", run, "--max-steps", "200000"] if resume else [small_corpus, *TINY, "--seed", "2",

@@ -54,7 +54,8 @@ def register(sub) -> None:
     s.add_argument("--num-samples", type=positive_int, default=1)
     s.add_argument("--checkpoint", choices=["best", "last"], default="best")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
-                   help="weights while stepping: auto (int8 or bf16 by batch on AVX-512, else fp32), fp32, bf16, int8")
+                   help="weights while stepping: auto (by batch: int8 on AVX2/AVX-512, then bf16 on AVX-512 BF16, "
+                        "else fp32), fp32, bf16, int8")
 
     e = sub.add_parser("eval", help="bits per character of a trained run on text")
     e.add_argument("run", help="run folder or checkpoint file")

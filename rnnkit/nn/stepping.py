@@ -64,15 +64,20 @@ def matvec(x: Tensor, w: Tensor | Int8Weight, bias: Tensor | None = None) -> Ten
 
 
 def default_sample_dtype(batch: int = 1) -> torch.dtype:
-    """The step weights' type for ``batch`` samples at once, on CPUs with AVX-512 BF16/VNNI (else fp32).
+    """The step weights' type for ``batch`` samples at once, from what the CPU can do (:mod:`rnnkit.hardware`).
 
-    Few samples: weight-only int8 with per-row scales, which left a character model's bits per
-    character unchanged to four digits (BENCHMARKS.md) and halves the bytes a step reads against
-    bf16. Many samples: bf16, whose matrix products (AMX) outrun the int8 kernel there.
+    Few samples, on x86 CPUs with AVX2 or AVX-512: weight-only int8 with per-row scales, which
+    left a character model's bits per character unchanged to four digits (BENCHMARKS.md) and
+    reads a quarter of float32's bytes per step (torch's int8 kernel has AVX2 and AVX-512
+    versions). Many samples: bf16 on CPUs with AVX-512 BF16 (and AMX), whose matrix products
+    outrun the int8 kernel there; elsewhere float32, because without bf16 instructions both bf16
+    products and the int8 kernel at large batches run slower than float32 products.
     """
-    if not hardware.cpu_has_avx512_bf16():
-        return torch.float32
-    return torch.int8 if batch < 16 and hasattr(torch, "_weight_int8pack_mm") else torch.bfloat16
+    native_bf16 = hardware.cpu_has_avx512_bf16()
+    vector_int8 = hardware.cpu_capability() in ("AVX2", "AVX512")
+    if batch < 16 and hasattr(torch, "_weight_int8pack_mm") and (native_bf16 or vector_int8):
+        return torch.int8
+    return torch.bfloat16 if native_bf16 else torch.float32
 
 
 SAMPLE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}

@@ -152,7 +152,7 @@ class CharLM(nn.Module):
         The returned texts exclude the prime and end at (and include) ``stop`` if it appears.
         ``precision`` is the weights' type while stepping: ``fp32``, ``bf16`` or ``int8``
         (weight-only, per-row scales: fastest at batch 1); ``auto`` is int8 for fewer than 16
-        samples and bf16 for more on CPUs with AVX-512 BF16/VNNI, else fp32.
+        samples on CPUs with AVX2 or AVX-512, and for more bf16 on CPUs with AVX-512 BF16, else fp32.
         """
         vocab = self._require_vocab()
         if length < 0 or num_samples < 1:
