@@ -230,15 +230,17 @@ class MusicTask(Task):
     The batch at any step comes from ``(epoch, index)`` alone (:class:`LengthBuckets`), so a
     resumed run reads the batches an uninterrupted one would. Without validation pieces the
     evaluation is over the training pieces, logged as ``fit_nll``, and the last weights are kept.
+    ``augment=k`` moves each training chunk by a random number of semitones in ``[-k, k]``
+    (the usual remedy for small sets such as JSB's 229 chorales; a key change keeps the music).
     """
 
     name, command, unit = "music", "rnnkit music train", "frames"
     metric, loss_label = "val_nll", "NLL per frame (nats)"
 
     def __init__(self, net: MusicNet, pieces: dict[str, list[np.ndarray]], grid: dict[str, Any],
-                 batch_size: int = 16, seq_len: int = 100, seed: int = 0) -> None:
+                 batch_size: int = 16, seq_len: int = 100, seed: int = 0, augment: int = 0) -> None:
         self.model, self.pieces, self.grid = net, pieces, grid
-        self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
+        self.batch_size, self.seq_len, self.seed, self.augment = batch_size, seq_len, seed, augment
         train = pieces["train"]
         if not train:
             raise RnnkitError("no training pieces")
@@ -257,11 +259,14 @@ class MusicTask(Task):
         idx = self.buckets.batch(epoch, index)
         idx = idx[shard(np.arange(len(idx)), self.rank, self.world)]
         xs, ys = [], []
-        for i in idx:
+        # transposition: each chunk moved by its own number of semitones, drawn from (seed, epoch, index)
+        shifts = np.random.default_rng([self.seed, epoch, index]).integers(-self.augment, self.augment + 1, len(idx))
+        for i, shift in zip(idx, shifts, strict=True):
             piece, s, e = self.chunks[i]
             roll = self.rolls[piece].float()
-            ys.append(roll[s:e])
-            xs.append(roll[s - 1:e - 1] if s else previous_frames(roll[:e]))
+            x, y = (roll[s - 1:e - 1] if s else previous_frames(roll[:e])), roll[s:e]
+            xs.append(transpose(x, int(shift)) if shift else x)
+            ys.append(transpose(y, int(shift)) if shift else y)
         x, lengths = pad(xs)
         y, _ = pad(ys)
         cond, _ = self.model(x.to(self.device), lengths)
@@ -275,20 +280,21 @@ class MusicTask(Task):
 
     def config(self) -> dict[str, Any]:
         return {"model": asdict(self.model.cfg), "grid": self.grid, "batch_size": self.batch_size,
-                "seq_len": self.seq_len, "seed": self.seed, "pieces": DATA_FILE}
+                "seq_len": self.seq_len, "seed": self.seed, "augment": self.augment, "pieces": DATA_FILE,
+                "select_best": self.select_best}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], run_dir: Path) -> MusicTask:
         net = MusicNet(NetConfig(**config["model"]))
         return cls(net, load_pieces(run_dir / DATA_FILE), config["grid"], config["batch_size"], config["seq_len"],
-                   config["seed"])
+                   config["seed"], config.get("augment", 0))
 
 
 # --- reading data --------------------------------------------------------------------------------
 
-def transpose(roll: np.ndarray, semitones: int) -> np.ndarray:
-    """``roll`` moved by ``semitones`` (positive: up); notes pushed off the keyboard are dropped."""
-    out = np.zeros_like(roll)
+def transpose(roll: Any, semitones: int) -> Any:
+    """``roll`` (array or tensor) moved by ``semitones`` (positive: up); notes pushed off the keyboard are dropped."""
+    out = roll.new_zeros(roll.shape) if isinstance(roll, Tensor) else np.zeros_like(roll)
     if semitones >= 0:
         out[:, semitones:] = roll[:, :KEYS - semitones]
     else:
@@ -397,7 +403,8 @@ class MusicModel:
 
     def __init__(self, output: str = "nade", cell: str = "lstm", hidden: int = 256, layers: int = 1,
                  nade_hidden: int = 150, dropout: float = 0.0, batch_size: int = 16, seq_len: int = 100,
-                 out: str | Path | None = None, progress: bool | None = False, **train_options: Any) -> None:
+                 augment: int = 0, out: str | Path | None = None, progress: bool | None = False,
+                 **train_options: Any) -> None:
         if output not in OUTPUTS:
             raise RnnkitError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
         if cell not in CELLS:
@@ -406,10 +413,13 @@ class MusicModel:
                         ("batch_size", batch_size), ("seq_len", seq_len)):
             if not (isinstance(v, int) and v > 0):
                 raise RnnkitError(f"{name} must be a positive whole number, got {v!r}")
+        if not (isinstance(augment, int) and 0 <= augment < 12):
+            raise RnnkitError(f"augment must be a whole number of semitones from 0 to 11, got {augment!r}")
         if not 0 <= dropout < 1:
             raise RnnkitError(f"dropout must be in [0, 1), got {dropout}")
         self.cfg = NetConfig(output, cell, hidden, layers, nade_hidden, dropout)
-        self.batch_size, self.seq_len, self.out, self.progress = batch_size, seq_len, out, progress
+        self.batch_size, self.seq_len, self.augment = batch_size, seq_len, augment
+        self.out, self.progress = out, progress
         self.train_config = TrainConfig(**{"precision": "fp32", **{k: v for k, v in train_options.items()
                                                                    if v is not None}})
         if not self.train_config.has_budget:
@@ -431,7 +441,7 @@ class MusicModel:
                                    valid_share=valid_share, seed=self.train_config.seed)
         torch.manual_seed(self.train_config.seed)
         net = MusicNet(self.cfg)
-        task = MusicTask(net, pieces, grid, self.batch_size, self.seq_len, self.train_config.seed)
+        task = MusicTask(net, pieces, grid, self.batch_size, self.seq_len, self.train_config.seed, self.augment)
         self.run_dir = prepare_run_folder(self.out, "rnnkit music train --resume")
         save_pieces(self.run_dir / DATA_FILE, pieces)
         self.result = fit(task, self.train_config, self.run_dir, progress=self.progress, new_folder=False)
@@ -458,7 +468,7 @@ class MusicModel:
     def _from_task(cls, task: MusicTask, run: str | Path) -> MusicModel:
         c = task.model.cfg
         model = cls(c.output, c.cell, c.hidden, c.layers, c.nade_hidden, c.dropout, task.batch_size, task.seq_len,
-                    out=run, max_steps=1)
+                    task.augment, out=run, max_steps=1)
         model.run_dir = Path(run)
         return model._take(task)
 
@@ -472,6 +482,8 @@ class MusicModel:
             raise RnnkitError(f"{run} is not a run folder (no readable config.json)") from None
         if config.get("task") != MusicTask.name:
             raise RnnkitError(f"{run} is a {config.get('task', 'unknown')} run, not a music one")
+        if not config.get("select_best", True):
+            checkpoint = "last"  # no validation pieces: "best" would only mean best on the training pieces
         path = run / f"{checkpoint}.pt"
         if not path.is_file():
             path = run / "last.pt"
@@ -480,7 +492,7 @@ class MusicModel:
         net = MusicNet(c)
         net.load_state_dict(state["model"])
         model = cls(c.output, c.cell, c.hidden, c.layers, c.nade_hidden, c.dropout, config["batch_size"],
-                    config["seq_len"], out=run, max_steps=1)
+                    config["seq_len"], config.get("augment", 0), out=run, max_steps=1)
         model.net, model.grid, model.run_dir = net.eval(), config["grid"], run
         return model
 
