@@ -12,6 +12,7 @@ the real test chorales, and writes generated MIDI files and piano-roll images (`
 
     nice -n 19 python benchmarks/music.py                                  # every set, both outputs
     nice -n 19 python benchmarks/music.py --datasets JSB_Chorales --outputs nade
+    nice -n 19 python benchmarks/music.py --datasets JSB_Chorales --outputs nade --option augment=0 --out runs/b2
     nice -n 19 python benchmarks/music.py --listen runs/bench-music/JSB_Chorales-nade --img docs/img
     python benchmarks/music.py --smoke                                     # a few steps, to see it runs
 """
@@ -61,8 +62,24 @@ def command(dataset: str, options: dict, out: Path) -> str:
     return f"rnnkit music train {DATA / (dataset + '.mat')} --out {out} {flags}"
 
 
-def train(dataset: str, output: str, out_root: Path, smoke: bool, seed: int) -> dict:
-    options = {**SETTINGS[output], **(SMOKE if smoke else {}), "seed": seed}
+def parse_overrides(items: list[str]) -> dict:
+    """``KEY=VALUE`` settings (numbers where they parse as numbers) that replace the table's for every run."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            sys.exit(f"--option takes KEY=VALUE, got {item!r}")
+        for cast in (int, float, str):
+            try:
+                out[key.replace("-", "_")] = cast(text)
+                break
+            except ValueError:
+                continue
+    return out
+
+
+def train(dataset: str, output: str, out_root: Path, smoke: bool, seed: int, overrides: dict) -> dict:
+    options = {**SETTINGS[output], **overrides, **(SMOKE if smoke else {}), "seed": seed}
     out = out_root / f"{dataset}-{output}"
     print(command(dataset, options, out), flush=True)
     t0 = time.perf_counter()
@@ -109,6 +126,8 @@ def main() -> None:
     p.add_argument("--outputs", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--out", default="runs/bench-music", help="folder for the runs (default runs/bench-music)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--option", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="replace a setting in every run, e.g. augment=0 dropout=0.5 max_time=600")
     p.add_argument("--listen", metavar="RUN", help="only the listening check, on this trained JSB run")
     p.add_argument("--pieces", type=int, default=20, help="generated pieces for the listening check (default 20)")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -126,7 +145,8 @@ def main() -> None:
                      args.seed))
         return
     datasets = ["JSB_Chorales"] if args.smoke else args.datasets
-    rows = [train(d, o, out, args.smoke, args.seed) for d in datasets for o in args.outputs]
+    overrides = parse_overrides(args.option)
+    rows = [train(d, o, out, args.smoke, args.seed, overrides) for d in datasets for o in args.outputs]
     print()
     print(table([{k: v for k, v in r.items() if k != "run"} for r in rows], "test NLL per frame (nats)"))
     print()
