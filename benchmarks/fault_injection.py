@@ -100,9 +100,10 @@ def full_disk_trial(corpus: Path, work: Path) -> dict | None:
     try:
         proc = rnnkit("train", corpus, *TINY, "--max-steps", 100, "--out", mount / "r")
         _, err = proc.communicate()
-        return {"kind": "full disk", "stopped_at": "", "exit_ok": proc.returncode == 1 and len(err.strip().splitlines())
-                == 1, "traceback": "Traceback" in err, "exact": True, "temp_left": len(list((mount / "r").glob(".*.tmp")))
-                if (mount / "r").exists() else 0}
+        left = len(list((mount / "r").glob(".*.tmp"))) if (mount / "r").exists() else 0
+        one_line = proc.returncode == 1 and len(err.strip().splitlines()) == 1
+        return {"kind": "full disk", "stopped_at": "", "exit_ok": one_line, "traceback": "Traceback" in err,
+                "exact": True, "temp_left": left}
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
 
