@@ -59,6 +59,9 @@ from ..training.trainer import TrainResult, checkpoint_meta
 ATTENTIONS = ("additive", "multiplicative", "none")
 DATA = "data.safetensors"  # the encoded training and validation pairs, so a run resumes from its folder alone
 AUTO_VAL = 1000            # pairs held out for validation when none are given (at most 5% of the corpus)
+# characters that end a line for some reader (str.splitlines): byte-fallback subwords can emit them,
+# and one translation must stay one line of output
+LINE_BREAKS = str.maketrans({c: " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
 
 
 # --- the network -------------------------------------------------------------------------------
@@ -573,7 +576,7 @@ class Translator:
             hyps = beam_search(model, src.to(device), lengths, beam, n_best, length_penalty,
                                keep_attention=keep_attention)
             for i, h in zip(chunk, hyps, strict=True):
-                results[i] = [(tok.tgt.decode(x.ids), x) for x in h]
+                results[i] = [(tok.tgt.decode(x.ids).translate(LINE_BREAKS), x) for x in h]
         return results
 
     def predict(self, sentences: str | Sequence[str], beam: int = 1, length_penalty: float = 1.0,
