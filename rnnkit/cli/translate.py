@@ -37,7 +37,8 @@ def register(sub) -> None:
     t.add_argument("--val-src", help="validation source (default: hold out min(1000, 5%%) training pairs)")
     t.add_argument("--val-tgt", help="validation target, aligned with --val-src")
     t.add_argument("--out", help="run folder (default runs/translate-<source file name>)")
-    t.add_argument("--resume", metavar="RUN", help="continue an interrupted run (only the budget and device may change)")
+    t.add_argument("--resume", metavar="RUN",
+                   help="continue an interrupted run (only the budget and device may change)")
     g = t.add_argument_group("model")
     g.add_argument("--cell", choices=cell_names(), help="recurrent cell of encoder and decoder (default gru)")
     g.add_argument("--embed", type=positive_int, help="embedding and attentional-vector size (default 256)")

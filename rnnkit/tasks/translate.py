@@ -37,13 +37,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batching import LengthBuckets, length_mask, masked_cross_entropy, shard
-from ..data.parallel_text import (BOS_ID, EOS_ID, PAD_ID, EncodedParallel, ParallelCorpus, ParallelTokenizer,
-                                  encode_parallel, make_batch, read_lines, read_parallel, train_parallel_tokenizer,
-                                  translation_scores)
+from ..data.parallel_text import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    EncodedParallel,
+    ParallelCorpus,
+    ParallelTokenizer,
+    encode_parallel,
+    make_batch,
+    read_lines,
+    read_parallel,
+    train_parallel_tokenizer,
+    translation_scores,
+)
 from ..errors import RnnkitError
 from ..io import atomic_write
 from ..nn.cells import CELLS
@@ -421,6 +431,9 @@ class DataOptions:
     columns: tuple[str, str] | None = None
 
 
+DATA_FIELDS = {f.name for f in fields(DataOptions)}
+
+
 @dataclass
 class Scores:
     """sacreBLEU on detokenised output: cased BLEU (13a), lowercased BLEU, chrF, with their signatures."""
@@ -454,13 +467,14 @@ class Translator:
     """
 
     def __init__(self, out: str | Path | None = None, progress: bool | None = False, **options: Any) -> None:
-        unknown = set(options) - MODEL_FIELDS - OPTION_FIELDS - TRAIN_FIELDS - {f.name for f in fields(DataOptions)}
+        unknown = set(options) - MODEL_FIELDS - OPTION_FIELDS - TRAIN_FIELDS - DATA_FIELDS
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
         given = {k: v for k, v in options.items() if v is not None}
         self.model_options = {k: v for k, v in given.items() if k in MODEL_FIELDS}
-        self.data_options = DataOptions(**{k: v for k, v in given.items() if k in {f.name for f in fields(DataOptions)}})
-        self.train_config = TrainConfig(**{"warmup_steps": 200, **{k: v for k, v in given.items() if k in TRAIN_FIELDS}})
+        self.data_options = DataOptions(**{k: v for k, v in given.items() if k in DATA_FIELDS})
+        self.train_config = TrainConfig(**{"warmup_steps": 200,
+                                           **{k: v for k, v in given.items() if k in TRAIN_FIELDS}})
         if not self.train_config.has_budget:
             self.train_config.max_time = 600.0
         self.train_config.validate()
