@@ -52,6 +52,20 @@ def subset(data: Path, folder: Path, lines: int) -> Path:
     return folder
 
 
+def parse_set(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs; values read as JSON where they can be (numbers, true/false), else as text."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            sys.exit(f"--set takes KEY=VALUE, not {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def run_variant(attention: str, data: Path, out: Path, settings: dict, beams: list[int]) -> list[dict]:
     run = out / attention
     if (run / "config.json").exists():
@@ -84,6 +98,8 @@ def main() -> None:
                    choices=["additive", "multiplicative", "none"])
     p.add_argument("--beams", nargs="+", type=int, default=[1, 5])
     p.add_argument("--eval-every", type=int, default=500, help="steps between validations (default 500)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="change a shared setting, e.g. --set hidden=512 ema=0.999 input_feeding=true")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path("runs/bench-translate"))
     p.add_argument("--smoke", action="store_true", help="300 pairs, 10 steps, a tiny model: checks the script runs")
@@ -92,7 +108,7 @@ def main() -> None:
         torch.set_num_threads(args.threads or 1)
     if not args.data.is_dir():
         sys.exit(f"no Multi30k at {args.data}: give --data")
-    settings = {**SETTINGS, "max_time": args.minutes * 60, "eval_every": args.eval_every}
+    settings = {**SETTINGS, "max_time": args.minutes * 60, "eval_every": args.eval_every, **parse_set(args.set)}
     data, out = args.data, args.out
     if args.smoke:
         scratch = Path(tempfile.mkdtemp(prefix="rnnkit-bench-translate-"))

@@ -383,7 +383,7 @@ class TranslateTask(Task):
 
     def evaluate(self) -> dict[str, float]:
         """Cross-entropy per target subword (no smoothing) and cased sacreBLEU of greedy translations."""
-        total, tokens, hyps = 0.0, 0, []
+        total, tokens = 0.0, 0
         order = np.argsort(self.val.src_lengths, kind="stable")  # similar lengths together: less padding
         out: dict[int, str] = {}
         for start in range(0, len(order), self.options.eval_batch_size):
@@ -636,7 +636,7 @@ class Translator:
             raise RnnkitError("this model has no attention (--attention none): there is no alignment to draw")
         text, hyp = self.translate([sentence], beam, keep_attention=True)[0][0]
         src = [*tok.src.pieces(sentence), "</s>"]
-        tgt = [*(tok.tgt._sp.id_to_piece(i) for i in hyp.ids), "</s>"]
+        tgt = [*(tok.tgt.decode([i]) or "·" for i in hyp.ids), "</s>"]  # each subword's own text
         matrix = hyp.attention[:len(tgt), :len(src)].numpy()
         fig, ax = new_figure(figsize=(max(4.0, 0.45 * len(src) + 1.5), max(3.0, 0.4 * len(tgt) + 1.2)), dpi=110)
         ax.imshow(matrix, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
