@@ -52,6 +52,11 @@ def trained(toy, tmp_path_factory):
     return t.fit(toy / "train.de.gz", toy / "train.en.gz", toy / "val.de", toy / "val.en")
 
 
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 # --- the network ---------------------------------------------------------------------------------
 
 def _batch(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,12 +137,17 @@ def test_attention_plot(trained, tmp_path):
     assert text and (tmp_path / "attn.png").stat().st_size > 1000
 
 
-def test_scheduled_sampling_trains(toy, tmp_path):
-    t = Translator(out=tmp_path / "ss", embed=16, hidden=16, batch_size=16, vocab_size=320, max_steps=6,
-                   scheduled_sampling=0.5, attention="multiplicative", input_feeding=True, precision="fp32")
-    t.fit(toy / "train.de.gz", toy / "train.en.gz")  # no validation files: pairs are held out
-    assert t.result.steps == 6
-    assert json.loads((tmp_path / "ss" / "config.json").read_text())["val_pairs"] == 30
+def test_table_input_split_vocabularies_and_scheduled_sampling(toy, tmp_path):
+    src, tgt = toy_pairs(300, 3)
+    table = _write(tmp_path / "pairs.tsv", "de\ten\n" + "".join(f"{s}\t{t}\n" for s, t in zip(src, tgt, strict=True)))
+    t = Translator(out=tmp_path / "ss", embed=16, hidden=16, batch_size=16, vocab_size=300, joint_vocab=False,
+                   columns=("de", "en"), max_steps=6, scheduled_sampling=0.5, attention="multiplicative",
+                   input_feeding=True, cell="lstm", precision="fp32")
+    t.fit(table)  # one table file, no validation data: 15 pairs (5%) are held out
+    assert t.result.steps == 6 and not t.tokenizer.joint
+    assert {p.name for p in (tmp_path / "ss").glob("subword*")} == {"subword.src.model", "subword.tgt.model"}
+    assert json.loads((tmp_path / "ss" / "config.json").read_text())["val_pairs"] == 15
+    assert len(Translator.load(tmp_path / "ss").predict(["der hund", "katze"])) == 2
 
 
 def test_translator_refuses_bad_options():
@@ -188,11 +198,6 @@ def test_cli_predict_streams_stdin(trained, toy):
                            "--batch-size", "7"], input=lines, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == trained.predict(lines.splitlines())
-
-
-def _write(path, text):
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_cli_bad_input_one_line_errors_nothing_written(toy, tmp_path):

@@ -635,7 +635,7 @@ class Translator:
         if model.attention is None:
             raise RnnkitError("this model has no attention (--attention none): there is no alignment to draw")
         text, hyp = self.translate([sentence], beam, keep_attention=True)[0][0]
-        src = [*tok.src.pieces(sentence), "</s>"]
+        src = [*(p.replace("\u2581", "") or "\u2581" for p in tok.src.pieces(sentence)), "</s>"]
         tgt = [*(tok.tgt.decode([i]) or "·" for i in hyp.ids), "</s>"]  # each subword's own text
         matrix = hyp.attention[:len(tgt), :len(src)].numpy()
         fig, ax = new_figure(figsize=(max(4.0, 0.45 * len(src) + 1.5), max(3.0, 0.4 * len(tgt) + 1.2)), dpi=110)
