@@ -132,9 +132,16 @@ def test_load_gives_the_same_translations(trained, toy):
     assert len(n_best) == 3 and len({text for text, _ in n_best}) == 3
 
 
-def test_attention_plot(trained, tmp_path):
+def test_attention_plot(trained, tmp_path, capsys):
+    from rnnkit.cli import main
+
     text = trained.plot_attention("der hund rennt im park", tmp_path / "attn.png")
     assert text and (tmp_path / "attn.png").stat().st_size > 1000
+    # the command line's --attention (in this process: quicker than a new one)
+    assert main(["translate", "predict", str(trained.run_dir), "der hund rennt", "--attention",
+                 str(tmp_path / "cli.png")]) == 0
+    assert capsys.readouterr().out.splitlines() == trained.predict("der hund rennt")
+    assert (tmp_path / "cli.png").stat().st_size > 1000
 
 
 def test_table_input_split_vocabularies_and_scheduled_sampling(toy, tmp_path):
@@ -183,10 +190,6 @@ def test_cli_train_eval_predict_resume(toy, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [line.split("\t") for line in (tmp_path / "nbest.txt").read_text().splitlines()]
     assert len(rows) == 60 and [r[0] for r in rows] == [str(i // 2) for i in range(60)]
-
-    proc = rnnkit_cli("translate", "predict", run, "der hund rennt", "--attention", tmp_path / "a.png")
-    assert proc.returncode == 0, proc.stderr
-    assert len(proc.stdout.splitlines()) == 1 and (tmp_path / "a.png").is_file()
 
 
 def test_cli_predict_streams_stdin(trained, toy):
