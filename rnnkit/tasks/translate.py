@@ -269,6 +269,7 @@ def beam_search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, beam: int = 1,
     scores[:, 0] = 0.0  # one live hypothesis at first: K copies of it would fill the beam with duplicates
     prev = torch.full((B * K,), BOS_ID, dtype=torch.long, device=device)
     history = torch.zeros((B * K, 0), dtype=torch.long, device=device)
+    keep_attention = keep_attention and model.attention is not None
     attention = torch.zeros((B * K, 0, src.shape[1]), device=device) if keep_attention else None
     feed = None
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
@@ -276,6 +277,7 @@ def beam_search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, beam: int = 1,
     for t in range(max(limits)):
         logits, state, feed, weights = model.step(prev, state, feed, memory)
         logp = logits.float().log_softmax(-1)
+        logp[:, [PAD_ID, BOS_ID]] = float("-inf")  # never outputs: a step spent on them would be wasted
         V = logp.shape[-1]
         if attention is not None:
             attention = torch.cat([attention, weights.float().unsqueeze(1)], dim=1)
@@ -636,8 +638,9 @@ class Translator:
             raise RnnkitError("this model has no attention (--attention none): there is no alignment to draw")
         text, hyp = self.translate([sentence], beam, keep_attention=True)[0][0]
         src = [*(p.replace("\u2581", "") or "\u2581" for p in tok.src.pieces(sentence)), "</s>"]
-        tgt = [*(tok.tgt.decode([i]) or "·" for i in hyp.ids), "</s>"]  # each subword's own text
-        matrix = hyp.attention[:len(tgt), :len(src)].numpy()
+        tgt = [tok.tgt.decode([i]) or "·" for i in hyp.ids]  # each subword's own text
+        tgt += ["</s>"] * (len(hyp.attention) - len(tgt))  # a hypothesis cut at its length limit has no EOS
+        matrix = hyp.attention[:, :len(src)].numpy()
         fig, ax = new_figure(figsize=(max(4.0, 0.45 * len(src) + 1.5), max(3.0, 0.4 * len(tgt) + 1.2)), dpi=110)
         ax.imshow(matrix, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
         ax.set_xticks(range(len(src)), src, rotation=60, ha="right", fontsize=8)
