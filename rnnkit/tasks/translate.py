@@ -330,12 +330,15 @@ class TaskOptions:
     seed: int = 1337
 
 
+ENCODED_KEYS = ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets", "line_numbers")
+
+
 def save_encoded(path: Path, train: EncodedParallel, val: EncodedParallel) -> None:
+    """Both splits' subword ids in one safetensors file (no pickle: reading it runs no code)."""
     from safetensors.numpy import save_file
 
     arrays = {f"{name}_{key}": np.ascontiguousarray(getattr(data, key))
-              for name, data in (("train", train), ("val", val))
-              for key in ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets", "line_numbers")}
+              for name, data in (("train", train), ("val", val)) for key in ENCODED_KEYS}
     atomic_write(path, lambda tmp: save_file(arrays, tmp))
 
 
@@ -347,9 +350,8 @@ def load_encoded(path: Path) -> tuple[EncodedParallel, EncodedParallel]:
         t = load_file(path)
     except (OSError, SafetensorError) as e:
         raise RnnkitError(f"cannot read {path}, the run's encoded sentence pairs: {e}") from None
-    return tuple(EncodedParallel(*(t[f"{name}_{key}"] for key in ("src_ids", "src_offsets", "tgt_ids",  # type: ignore
-                                                                   "tgt_offsets", "line_numbers")))
-                 for name in ("train", "val"))
+    train, val = (EncodedParallel(*(t[f"{name}_{key}"] for key in ENCODED_KEYS)) for name in ("train", "val"))
+    return train, val
 
 
 @register_task
