@@ -457,10 +457,10 @@ class Scores:
 class Translator:
     """Train a translation model on any parallel corpus, then translate and score.
 
-    >>> t = Translator(attention="additive", max_time=600).fit("train.de", "train.en", "val.de", "val.en", out="run")
-    >>> t.predict(["Ein Hund rennt."], beam=5)
-    ['A dog runs.']
-    >>> t.evaluate("test.de", "test.en", beam=5).bleu
+    >>> t = Translator(attention="additive", max_time=600, out="runs/de-en")
+    >>> t.fit("train.de", "train.en", "val.de", "val.en")
+    >>> t.predict(["Ein Hund rennt."], beam=5)             # one translation a sentence
+    >>> t.evaluate("test.de", "test.en", beam=5).bleu      # cased sacreBLEU
 
     Model options are :class:`ModelConfig`'s (``cell``, ``embed``, ``hidden``, ``layers``,
     ``attention``, ``input_feeding``, ``tie_embeddings``, ``dropout``); task options
@@ -499,7 +499,7 @@ class Translator:
 
         ``src``/``tgt`` are line-aligned text files (gzip accepted); or ``src`` alone is a
         TSV/JSONL/Parquet file with two columns, and likewise ``val_src`` alone. Without validation
-        data, the last :data:`AUTO_VAL` pairs (at most 5%) of a seeded shuffle are held out.
+        data, min(:data:`AUTO_VAL`, 5%) training pairs drawn with the seed are held out.
         Everything is read and checked before the run folder is created.
         """
         d = self.data_options
