@@ -111,10 +111,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ..tasks.translate import Translator
 
     if args.resume:
-        if args.out or args.src or args.tgt:
-            raise RnnkitError("--resume continues a run from its own folder: give no --src, --tgt or --out")
-        t = Translator.resume(args.resume, progress=None,
-                              **given(args, ("max_time", "max_steps", "epochs", "device", "eval_every", "patience")))
+        if args.out or args.src or args.tgt or args.val_src or args.val_tgt:
+            raise RnnkitError("--resume continues a run from its own folder: give no data files and no --out")
+        changed = [k for k in MODEL_KEYS + DATA_KEYS + ("src_column", "tgt_column") if getattr(args, k) is not None]
+        if changed:
+            raise RnnkitError(f"--resume keeps the run's model and data: drop --{changed[0].replace('_', '-')}")
+        t = Translator.resume(args.resume, progress=None, **given(args))  # fit's resume refuses changed training
         _report(args.resume, t)
         return
     if not args.src:
