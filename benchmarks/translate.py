@@ -113,7 +113,7 @@ def main() -> None:
     if args.smoke:
         scratch = Path(tempfile.mkdtemp(prefix="rnnkit-bench-translate-"))
         data, out = subset(args.data, scratch, 300), scratch / "runs"
-        settings = {**SETTINGS, **SMOKE}
+        settings = {**SETTINGS, **SMOKE, **parse_set(args.set)}
     start = time.perf_counter()
     rows = [row for v in args.variants for row in run_variant(v, data, out, settings, args.beams)]
     plot_learning_curve({v: out / v for v in args.variants}, out / "learning_curve.png")
