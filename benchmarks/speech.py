@@ -39,7 +39,10 @@ TEST_SEED, TRAIN_SEED = 2024, 7
 
 def recognizer(args: argparse.Namespace, out: Path, **model) -> SpeechRecognizer:
     options = {"hidden": 16, "layers": 1, "max_steps": 3} if args.smoke else {"max_time": args.minutes * 60}
-    return SpeechRecognizer(**{"cell": args.cell, "out": out, "progress": not args.smoke, **options, **model})
+    chosen = {k: getattr(args, k) for k in ("hidden", "layers", "stride", "batch_size", "lr", "features")
+              if getattr(args, k) is not None}
+    return SpeechRecognizer(**{"cell": args.cell, "out": out, "progress": not args.smoke, **chosen, **options,
+                               **model})
 
 
 def scores(rec: SpeechRecognizer, data: Path, **how) -> dict:
@@ -126,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("part", choices=[*PARTS, "all"])
     p.add_argument("--minutes", type=float, default=15.0, help="training budget of each run (default 15)")
     p.add_argument("--cell", default="lstm")
+    for name, kind in (("hidden", int), ("layers", int), ("stride", int), ("batch-size", int), ("lr", float)):
+        p.add_argument(f"--{name}", type=kind, help="model or training setting (default: rnnkit speech train's)")
+    p.add_argument("--features", choices=["logmel", "mfcc"])
     p.add_argument("--fsdd", type=Path, default=FSDD)
     p.add_argument("--strings", type=Path, default=SHARED / "speech" / "digit_strings",
                    help="where the string folders are written (or found)")
