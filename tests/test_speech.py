@@ -119,6 +119,13 @@ def test_train_resume_eval_transcribe_plot_through_the_cli(mini_fsdd, tmp_path):
     p = rnnkit_cli("speech", "transcribe", run, mini_fsdd / "3_george_0.wav", "--beam", "3", "--plot", png)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split("\t")[2].endswith(" ms") and png.stat().st_size > 1000
+    # a bidirectional model cannot stream; a reference outside the model's characters; a file that is not audio
+    assert_one_line_error(rnnkit_cli("speech", "transcribe", run, mini_fsdd / "0_george_0.wav", "--stream"),
+                          "bidirectional")
+    write_folder(tmp_path / "zebra", [(str(mini_fsdd / "0_george_0.wav"), "zebra")])
+    assert_one_line_error(rnnkit_cli("speech", "eval", run, tmp_path / "zebra"), "'b'")
+    assert_one_line_error(rnnkit_cli("speech", "transcribe", run, tmp_path / "zebra" / "transcripts.tsv"),
+                          "transcripts.tsv")
 
 
 def write_folder(folder, rows):
@@ -158,15 +165,6 @@ def test_streaming_matches_whole_file_decoding(tmp_path):
         SpeechRecognizer(streaming=True, deltas=1)
 
 
-@needs_fsdd
-def test_stream_refuses_a_bidirectional_model(mini_fsdd, tmp_path):
-    rec = SpeechRecognizer(hidden=8, layers=1, max_steps=1, out=tmp_path / "run").fit(mini_fsdd, format="fsdd")
-    with pytest.raises(RnnkitError, match="bidirectional"):
-        next(rec.stream(torch.zeros(800)))
-    p = rnnkit_cli("speech", "transcribe", tmp_path / "run", mini_fsdd / "0_george_0.wav", "--stream")
-    assert_one_line_error(p, "bidirectional")
-
-
 # ---------------------------------------------------------------- bad input
 
 
@@ -187,19 +185,6 @@ def test_bad_input_is_one_line(tmp_path):
         p = rnnkit_cli("speech", "train", folder, "--out", tmp_path / f"run{i}", *TINY, "--max-steps", "1", *extra)
         assert_one_line_error(p, fragment)
         assert not (tmp_path / f"run{i}").exists() or not any((tmp_path / f"run{i}").iterdir())
-    assert_one_line_error(rnnkit_cli("speech", "train", tmp_path / "nowhere", "--out", tmp_path / "r"), "nowhere")
-    assert_one_line_error(rnnkit_cli("speech", "eval", tmp_path / "norun", tmp_path / "case0"), "checkpoint")
-
-
-@needs_fsdd
-def test_eval_refuses_references_outside_the_label_set(mini_fsdd, tmp_path):
-    rec = SpeechRecognizer(hidden=8, layers=1, max_steps=1, out=tmp_path / "run").fit(mini_fsdd, format="fsdd")
-    shutil.copy(mini_fsdd / "0_george_0.wav", tmp_path / "z.wav")
-    write_folder(tmp_path / "d", [("../z.wav", "zebra")])
-    assert_one_line_error(rnnkit_cli("speech", "eval", tmp_path / "run", tmp_path / "d"), "'b'")
-    assert_one_line_error(rnnkit_cli("speech", "transcribe", tmp_path / "run", tmp_path / "d" / "transcripts.tsv"),
-                          "transcripts.tsv")
-    assert rec.evaluate(mini_fsdd, format="fsdd", split="test", speakers=["george"])["utterances"] == 8
 
 
 def test_utterances_of_both_splits_never_mix(mini_fsdd):
@@ -209,3 +194,27 @@ def test_utterances_of_both_splits_never_mix(mini_fsdd):
     test = load_utterances(mini_fsdd, "fsdd", "test")
     assert {u.path for u in train}.isdisjoint(u.path for u in test) and len(train) + len(test) == 40
     assert all(isinstance(u, Utterance) and u.take >= 5 for u in train)
+
+
+def test_benchmark_refuses_strings_that_share_a_recording(tmp_path, monkeypatch):
+    import argparse
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    monkeypatch.delitem(sys.modules, "speech", raising=False)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speech_benchmark", bench / "speech.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = argparse.Namespace(strings=tmp_path, train_strings=1, test_strings=1, fsdd=tmp_path, noise_db=None)
+    for split, seed, source in (("train", module.TRAIN_SEED, "3_theo_5.wav"), ("test", module.TEST_SEED,
+                                                                               "3_theo_0.wav")):
+        folder = write_folder(tmp_path / f"{split}-1-seed{seed}", [("0000.wav", "three")])
+        (folder / "sources.tsv").write_text(f"path\tspeaker\tsources\n0000.wav\ttheo\t{source}\n")
+    assert module.string_sets(args)[0].name == "train-1-seed7"
+    (tmp_path / "test-1-seed2024" / "sources.tsv").write_text("path\tspeaker\tsources\n0000.wav\ttheo\t3_theo_5.wav\n")
+    with pytest.raises(SystemExit, match="feed both"):
+        module.string_sets(args)
