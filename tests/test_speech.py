@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import SHARED, assert_one_line_error, rnnkit_cli
+from conftest import SHARED, assert_one_line_error, one_line, rnnkit_cli
 
 from rnnkit.data.speech import Alphabet, Utterance
 from rnnkit.errors import RnnkitError
@@ -119,13 +119,15 @@ def test_train_resume_eval_transcribe_plot_through_the_cli(mini_fsdd, tmp_path):
     p = rnnkit_cli("speech", "transcribe", run, mini_fsdd / "3_george_0.wav", "--beam", "3", "--plot", png)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split("\t")[2].endswith(" ms") and png.stat().st_size > 1000
-    # a bidirectional model cannot stream; a reference outside the model's characters; a file that is not audio
-    assert_one_line_error(rnnkit_cli("speech", "transcribe", run, mini_fsdd / "0_george_0.wav", "--stream"),
-                          "bidirectional")
+    # a reference outside the model's characters; a file that is not audio; a bidirectional model cannot stream
     write_folder(tmp_path / "zebra", [(str(mini_fsdd / "0_george_0.wav"), "zebra")])
     assert_one_line_error(rnnkit_cli("speech", "eval", run, tmp_path / "zebra"), "'b'")
-    assert_one_line_error(rnnkit_cli("speech", "transcribe", run, tmp_path / "zebra" / "transcripts.tsv"),
-                          "transcripts.tsv")
+    rec = SpeechRecognizer.load(run)
+    with pytest.raises(RnnkitError) as e:
+        rec.transcribe([tmp_path / "zebra" / "transcripts.tsv"])
+    assert "transcripts.tsv" in one_line(e)
+    with pytest.raises(RnnkitError, match="bidirectional"):
+        next(rec.stream(torch.zeros(800)))
 
 
 def write_folder(folder, rows):
