@@ -328,7 +328,7 @@ def _key(seed: int, epoch: int, index: int) -> torch.Generator:
 
 @register_task
 class SpeechTask(Task):
-    """CTC training of an :class:`AcousticModel` on feature matrices held in memory (and in ``data.safetensors``).
+    """CTC training of an :class:`AcousticModel` on feature matrices held in memory and in ``data.safetensors``.
 
     Batches come from :class:`LengthBuckets` (similar durations together, reshuffled from the
     seed and the epoch), SpecAugment masks from ``(seed, epoch, item)``: a resumed run reads the
@@ -344,8 +344,9 @@ class SpeechTask(Task):
                  description: dict[str, Any] | None = None) -> None:
         self.model, self.augment, self.seed, self.description = model, augment, seed, description
         self.alphabet = model.cfg.alphabet
-        self.train_feats, self.train_texts = train
-        self.val_feats, self.val_texts = val
+        # held (and saved) in fp16, so a resumed run trains on exactly the values an unbroken one does
+        self.train_feats, self.train_texts = [f.to(torch.float16) for f in train[0]], list(train[1])
+        self.val_feats, self.val_texts = [f.to(torch.float16) for f in val[0]], list(val[1])
         self.train_targets = [torch.tensor(self.alphabet.encode(t), dtype=torch.long) for t in self.train_texts]
         self.batch_size = batch_size
         self.buckets = LengthBuckets([len(f) for f in self.train_feats], batch_size=min(batch_size, len(train[0])),
@@ -379,13 +380,13 @@ class SpeechTask(Task):
         return {"val_loss": loss, **error_rates(self.val_texts, hyps, prefix="val_")}
 
     def save_data(self, run_dir: Path) -> None:
-        """Features (fp16: the model sees them as fp32) and transcripts of the training and validation sets."""
+        """Features (fp16, as held) and transcripts of the training and validation sets."""
         from safetensors.torch import save_file
 
         tensors, texts = {}, {}
         for part, feats, txt in (("train", self.train_feats, self.train_texts), ("val", self.val_feats,
                                                                                  self.val_texts)):
-            tensors[f"{part}_features"] = torch.cat(feats).to(torch.float16)
+            tensors[f"{part}_features"] = torch.cat(feats)
             tensors[f"{part}_lengths"] = torch.tensor([len(f) for f in feats])
             texts[f"{part}_texts"] = "\n".join(txt)
         atomic_write(run_dir / DATA, lambda tmp: save_file(tensors, tmp, metadata=texts))
