@@ -151,7 +151,7 @@ def test_any_rate_stereo_flac_and_empty_transcripts_train(tmp_path):
     assert set(t.text) <= {"a", "b"} and t.audio_seconds == pytest.approx(0.01)
 
 
-def test_streaming_matches_whole_file_decoding(tmp_path):
+def test_streaming_matches_whole_file_decoding(tmp_path, capsys):
     for i, f in enumerate((300, 600, 900, 1200)):
         soundfile.write(tmp_path / f"{i}.wav", tone(0.6, 8000, f), 8000)
     write_folder(tmp_path, [(f"{i}.wav", "ab"[i % 2] * 2) for i in range(4)])
@@ -163,6 +163,13 @@ def test_streaming_matches_whole_file_decoding(tmp_path):
     for chunk in (0.013, 0.1, 1.0):
         partial = list(rec.stream(wave, chunk))
         assert partial[-1] == whole, chunk
+    from rnnkit.cli import main  # the command line's own code, in this process
+
+    assert main(["speech", "transcribe", str(tmp_path / "run"), str(tmp_path / "x.wav"), "--stream",
+                 "--chunk-ms", "200"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[1] for line in lines] == ["0.20s", "0.40s", "0.60s", "final"]
+    assert lines[-1].split("\t")[2] == whole
     with pytest.raises(RnnkitError, match="delta"):
         SpeechRecognizer(streaming=True, deltas=1)
 
