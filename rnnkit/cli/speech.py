@@ -19,8 +19,9 @@ DEFAULTS = {"lr": 3e-3, "warmup_steps": 100, "precision": "fp32", "max_time": 60
 
 def _data_options(p: argparse.ArgumentParser, split_default: str, optional: bool = False) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("data", metavar="DATA", nargs="?" if optional else None, help="folder with transcripts.tsv (path<TAB>text) or .csv, or with "
-                   "--format fsdd a folder of {digit}_{speaker}_{take}.wav")
+    g.add_argument("data", metavar="DATA", nargs="?" if optional else None,
+                   help="folder with transcripts.tsv (path<TAB>text) or .csv, or with --format fsdd a folder of "
+                   "{digit}_{speaker}_{take}.wav")
     g.add_argument("--format", choices=["transcripts", "fsdd"], default="transcripts", help="default transcripts")
     g.add_argument("--split", choices=["train", "test", "all"], default=split_default,
                    help=f"FSDD takes: train 5-49, test 0-4 (default {split_default})")
