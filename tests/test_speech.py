@@ -1,0 +1,229 @@
+"""Speech recognition: CTC decoding, the language model, the task through the real command line, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from conftest import SHARED, assert_one_line_error, one_line, rnnkit_cli
+
+from rnnkit.data.speech import Alphabet, Utterance
+from rnnkit.errors import RnnkitError
+from rnnkit.tasks.speech import CharNgram, SpeechRecognizer, beam_decode, ctc_loss, error_rates, greedy_decode
+
+FSDD = SHARED / "speech" / "fsdd"
+needs_fsdd = pytest.mark.skipif(not FSDD.is_dir(), reason="FSDD not in ../shared/data/speech/fsdd")
+TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def mini_fsdd(tmp_path_factory):
+    """Two speakers, four digits, test takes 0-1 and train takes 5-7: 40 real FSDD files."""
+    if not FSDD.is_dir():
+        pytest.skip("FSDD not in ../shared/data/speech/fsdd")
+    out = tmp_path_factory.mktemp("fsdd")
+    for speaker in ("george", "jackson"):
+        for digit in (0, 3, 7, 8):
+            for take in (0, 1, 5, 6, 7):
+                name = f"{digit}_{speaker}_{take}.wav"
+                shutil.copy(FSDD / name, out / name)
+    return out
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- decoding and CTC
+
+
+def frames(*rows: list[float]) -> torch.Tensor:
+    return torch.tensor(rows).log()
+
+
+def test_greedy_keeps_repeats_separated_by_a_blank_and_merges_the_rest():
+    path = torch.tensor([1, 1, 0, 1, 2, 2, 0, 0])
+    lp = torch.nn.functional.one_hot(path, 3).float().clamp_min(1e-6).log()
+    assert greedy_decode(lp) == [1, 1, 2]
+
+
+def test_beam_search_sums_paths_where_greedy_takes_the_best_single_path():
+    # two frames of p(blank)=0.6, p(a)=0.4: the best path is blank-blank (""), p=0.36, but "a" has
+    # three paths (a-, -a, aa) with p=0.64 in all
+    lp = frames([0.6, 0.4], [0.6, 0.4])
+    alphabet = Alphabet("a")
+    assert greedy_decode(lp) == []
+    assert beam_decode(lp, alphabet, beam=4) == [1]
+
+
+def test_beam_search_needs_a_blank_to_repeat_a_label():
+    alphabet = Alphabet("e")
+    assert beam_decode(frames([0.01, 0.99], [0.01, 0.99]), alphabet) == [1]
+    assert beam_decode(frames([0.01, 0.99], [0.98, 0.02], [0.01, 0.99]), alphabet) == [1, 1]
+
+
+def test_char_ngram_is_a_distribution_and_steers_the_beam():
+    alphabet = Alphabet(" no")
+    lm = CharNgram(["no no", "on"] * 5 + ["no"], order=3, alphabet=alphabet)
+    for history in ("", "n", "no", "zz"):
+        total = sum(lm.prob(history, c) for c in [*alphabet.symbols, CharNgram.END])
+        assert math.isclose(total, 1.0, rel_tol=1e-9), history
+    # acoustics that cannot tell "n" from "o" at the second label: the model learnt "no" follows "n"
+    lp = frames([0.02, 0.01, 0.95, 0.02], [0.02, 0.01, 0.485, 0.485])
+    assert beam_decode(lp, alphabet, beam=8, lm=lm, lm_weight=1.0) == [2, 3]
+
+
+def test_ctc_loss_of_repeats_is_finite_exactly_at_the_minimum_frame_count():
+    lp = torch.randn(1, 3, 3).log_softmax(-1)
+    same = torch.tensor([[1, 1]])
+    assert math.isinf(ctc_loss(lp[:, :2], torch.tensor([2]), same, torch.tensor([2])).item())  # no room for a blank
+    assert math.isfinite(ctc_loss(lp, torch.tensor([3]), same, torch.tensor([2])).item())
+    empty = ctc_loss(lp, torch.tensor([3]), torch.zeros(1, 1, dtype=torch.long), torch.tensor([0]))
+    assert math.isclose(empty.item(), -lp[0, :, 0].sum().item(), rel_tol=1e-5)  # all blanks
+
+
+def test_error_rates_come_from_jiwer_and_survive_empty_references():
+    r = error_rates(["three four", "", "one"], ["three for", "", "one"])
+    assert math.isclose(r["wer"], 1 / 3) and math.isclose(r["ser"], 1 / 3)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@needs_fsdd
+def test_train_resume_eval_transcribe_plot_through_the_cli(mini_fsdd, tmp_path):
+    data = tmp_path / "fsdd"
+    shutil.copytree(mini_fsdd, data)
+    run = tmp_path / "run"
+    p = rnnkit_cli("speech", "train", data, "--format", "fsdd", "--split", "train", "--out", run, *TINY,
+                   "--max-steps", "3")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((run / "config.json").read_text())["task"] == "speech"
+    shutil.rmtree(data)  # the run folder alone must be enough to resume
+    p = rnnkit_cli("speech", "train", "--resume", run, "--max-steps", "5")
+    assert p.returncode == 0, p.stderr
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 5 and steps == sorted(steps)
+    p = rnnkit_cli("speech", "eval", run, mini_fsdd, "--format", "fsdd", "--split", "test")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert lines[0] == "utterances 16" and lines[-1].startswith("wer ")
+    assert 0 <= float(lines[-1].split()[1])
+    png = tmp_path / "align.png"
+    p = rnnkit_cli("speech", "transcribe", run, mini_fsdd / "3_george_0.wav", "--beam", "3", "--plot", png)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\t")[2].endswith(" ms") and png.stat().st_size > 1000
+    # a reference outside the model's characters; a file that is not audio; a bidirectional model cannot stream
+    write_folder(tmp_path / "zebra", [(str(mini_fsdd / "0_george_0.wav"), "zebra")])
+    assert_one_line_error(rnnkit_cli("speech", "eval", run, tmp_path / "zebra"), "'b'")
+    rec = SpeechRecognizer.load(run)
+    with pytest.raises(RnnkitError) as e:
+        rec.transcribe([tmp_path / "zebra" / "transcripts.tsv"])
+    assert "transcripts.tsv" in one_line(e)
+    with pytest.raises(RnnkitError, match="bidirectional"):
+        next(rec.stream(torch.zeros(800)))
+
+
+def write_folder(folder, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "transcripts.tsv").write_text("".join(f"{p}\t{t}\n" for p, t in rows), encoding="utf-8")
+    return folder
+
+
+def test_any_rate_stereo_flac_and_empty_transcripts_train(tmp_path):
+    """16 kHz stereo WAV, 44.1 kHz FLAC, a clip shorter than one window with an empty transcript."""
+    stereo = np.stack([tone(0.4, 16000), tone(0.4, 16000, 300)], axis=1)
+    soundfile.write(tmp_path / "a.wav", stereo, 16000)
+    soundfile.write(tmp_path / "b.flac", tone(0.5, 44100, 900), 44100)
+    soundfile.write(tmp_path / "c.wav", tone(0.01, 8000), 8000)   # 80 samples, a 200-sample window
+    soundfile.write(tmp_path / "d.wav", tone(0.3, 8000, 2000), 8000)
+    write_folder(tmp_path, [("a.wav", "ab"), ("b.flac", "ba"), ("c.wav", ""), ("d.wav", "")])
+    rec = SpeechRecognizer(hidden=8, layers=1, batch_size=4, val_fraction=0, max_steps=2,
+                           out=tmp_path / "run").fit(tmp_path)
+    assert rec.result.steps == 2 and math.isfinite(rec.result.last_eval["val_loss"])
+    t = rec.transcribe([tmp_path / "c.wav"])[0]
+    assert set(t.text) <= {"a", "b"} and t.audio_seconds == pytest.approx(0.01)
+
+
+def test_streaming_matches_whole_file_decoding(tmp_path, capsys):
+    for i, f in enumerate((300, 600, 900, 1200)):
+        soundfile.write(tmp_path / f"{i}.wav", tone(0.6, 8000, f), 8000)
+    write_folder(tmp_path, [(f"{i}.wav", "ab"[i % 2] * 2) for i in range(4)])
+    rec = SpeechRecognizer(hidden=8, layers=1, batch_size=4, streaming=True, val_fraction=0, max_steps=2,
+                           out=tmp_path / "run").fit(tmp_path)
+    wave = torch.from_numpy(tone(0.6, 8000, 600))
+    soundfile.write(tmp_path / "x.wav", wave.numpy(), 8000)
+    whole = rec.transcribe([tmp_path / "x.wav"])[0].text
+    for chunk in (0.013, 0.1, 1.0):
+        partial = list(rec.stream(wave, chunk))
+        assert partial[-1] == whole, chunk
+    from rnnkit.cli import main  # the command line's own code, in this process
+
+    assert main(["speech", "transcribe", str(tmp_path / "run"), str(tmp_path / "x.wav"), "--stream",
+                 "--chunk-ms", "200"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[1] for line in lines] == ["0.20s", "0.40s", "0.60s", "final"]
+    assert lines[-1].split("\t")[2] == whole
+    with pytest.raises(RnnkitError, match="delta"):
+        SpeechRecognizer(streaming=True, deltas=1)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_one_line(tmp_path):
+    soundfile.write(tmp_path / "ok.wav", tone(0.5, 8000), 8000)
+    (tmp_path / "text.wav").write_text("not audio at all\n")
+    soundfile.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 8000)
+    soundfile.write(tmp_path / "short.wav", tone(0.03, 8000), 8000)  # 3 frames, 2 after the stride
+    cases = [
+        ([("ok.wav", "ab"), ("text.wav", "a")], [], "text.wav"),
+        ([("ok.wav", "ab"), ("empty.wav", "a")], [], "no audio samples"),
+        ([("ok.wav", "ab"), ("gone.wav", "a")], [], "no such audio file ../gone.wav"),
+        ([("ok.wav", "abd")], ["--labels", "abc"], "'d'"),
+        ([("ok.wav", "ab"), ("short.wav", "aa")], [], "too short"),
+    ]
+    for i, (rows, extra, fragment) in enumerate(cases):
+        folder = write_folder(tmp_path / f"case{i}", [("../" + p, t) for p, t in rows])
+        p = rnnkit_cli("speech", "train", folder, "--out", tmp_path / f"run{i}", *TINY, "--max-steps", "1", *extra)
+        assert_one_line_error(p, fragment)
+        assert not (tmp_path / f"run{i}").exists() or not any((tmp_path / f"run{i}").iterdir())
+
+
+def test_utterances_of_both_splits_never_mix(mini_fsdd):
+    from rnnkit.tasks.speech import load_utterances
+
+    train = load_utterances(mini_fsdd, "fsdd", "train")
+    test = load_utterances(mini_fsdd, "fsdd", "test")
+    assert {u.path for u in train}.isdisjoint(u.path for u in test) and len(train) + len(test) == 40
+    assert all(isinstance(u, Utterance) and u.take >= 5 for u in train)
+
+
+def test_benchmark_refuses_strings_that_share_a_recording(tmp_path, monkeypatch):
+    import argparse
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    monkeypatch.delitem(sys.modules, "speech", raising=False)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speech_benchmark", bench / "speech.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = argparse.Namespace(strings=tmp_path, train_strings=1, test_strings=1, fsdd=tmp_path, noise_db=None)
+    for split, seed, source in (("train", module.TRAIN_SEED, "3_theo_5.wav"), ("test", module.TEST_SEED,
+                                                                               "3_theo_0.wav")):
+        folder = write_folder(tmp_path / f"{split}-1-seed{seed}", [("0000.wav", "three")])
+        (folder / "sources.tsv").write_text(f"path\tspeaker\tsources\n0000.wav\ttheo\t{source}\n")
+    assert module.string_sets(args)[0].name == "train-1-seed7"
+    (tmp_path / "test-1-seed2024" / "sources.tsv").write_text("path\tspeaker\tsources\n0000.wav\ttheo\t3_theo_5.wav\n")
+    with pytest.raises(SystemExit, match="feed both"):
+        module.string_sets(args)
