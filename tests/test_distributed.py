@@ -57,3 +57,21 @@ def test_resume_needs_the_same_number_of_processes(small_corpus, tmp_path):
     assert double.returncode == 0, double.stderr[-2000:]
     proc = rnnkit_cli("train", "--resume", tmp_path / "two", "--max-steps", "30")
     assert proc.returncode != 0 and "same number" in proc.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ["longlag", "--task", "adding", "--length", "20", "--cell", "gru", "--hidden", "16", "--batch-size", "32",
+     "--max-steps", "15", "--eval-size", "100", "--precision", "fp32"],
+    ["forecast", "fit", "--hidden", "8", "--max-steps", "15", "--eval-every", "15", "--batch-size", "32"]],
+    ids=["longlag", "forecast"])
+def test_other_tasks_train_data_parallel_too(command, tmp_path):
+    """Every task trains under torchrun through the same fit(): each process takes its share of the batch."""
+    single = rnnkit_cli(*command, "--out", tmp_path / "one")
+    assert single.returncode == 0, single.stderr
+    double = torchrun(*command, "--out", tmp_path / "two")
+    assert double.returncode == 0, double.stderr[-2000:]
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
+    assert torch.load(tmp_path / "two" / "last.pt", weights_only=True)["trainer"]["world_size"] == 2
+    for k in a:
+        assert (a[k] - b[k]).norm() <= 1e-2 * a[k].norm() + 1e-6, k

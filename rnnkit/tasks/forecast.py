@@ -227,6 +227,7 @@ class ForecastTask(Task):
     def __init__(self, model: nn.Module, train: Windows, val: Windows | None, batch_size: int,
                  seed: int, description: dict[str, Any] | None = None) -> None:
         self.model, self.seed, self.description = model, seed, description
+        self.net = model  # the model itself: under data parallelism self.model is its wrapper while training
         self.train = train
         self.val = None if val is None or not len(val) else val
         self.metric = "val_loss" if self.val is not None else "fit_loss"
@@ -255,7 +256,7 @@ class ForecastTask(Task):
         idx = idx[shard(np.arange(len(idx)), self.rank, self.world)]
         batch = self.train.take(idx)
         params, _ = self.model(batch.x, batch.future)
-        return self.model.loss(params, batch.y), len(idx)
+        return self.net.loss(params, batch.y), len(idx)
 
     def evaluate(self) -> dict[str, float]:
         """Loss and MAE (in scaled units) on the validation windows, or on the training windows if none."""

@@ -240,6 +240,7 @@ class MusicTask(Task):
     def __init__(self, net: MusicNet, pieces: dict[str, list[np.ndarray]], grid: dict[str, Any],
                  batch_size: int = 16, seq_len: int = 100, seed: int = 0, augment: int = 0) -> None:
         self.model, self.pieces, self.grid = net, pieces, grid
+        self.net = net  # the model itself: under data parallelism self.model is its wrapper while training
         self.batch_size, self.seq_len, self.seed, self.augment = batch_size, seq_len, seed, augment
         train = pieces["train"]
         if not train:
@@ -271,7 +272,7 @@ class MusicTask(Task):
         y, _ = pad(ys)
         cond, _ = self.model(x.to(self.device), lengths)
         mask = length_mask(lengths, x.shape[1]).to(self.device)
-        return -self.model.log_prob(cond[mask], y.to(self.device)[mask]).mean(), int(lengths.sum())
+        return -self.net.log_prob(cond[mask], y.to(self.device)[mask]).mean(), int(lengths.sum())
 
     def evaluate(self) -> dict[str, float]:
         split, prefix = ("valid", "val") if self.has_valid else ("train", "fit")

@@ -96,6 +96,7 @@ def unlock_run_folder(folder: Path) -> None:
 def prepare_run_folder(out: str | Path, hint: str = "--resume") -> Path:
     """Create and lock ``out`` for a new run, or refuse in one line: it holds a run, is a file, holds other
     files, or another process is using it."""
+    distributed.setup()  # under torchrun, only the first process creates and locks the folder
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RnnkitError(f"--out {out} is a file, not a folder")

@@ -56,7 +56,12 @@ class Task:
         raise NotImplementedError
 
     def training_loss(self, epoch: int, index: int) -> tuple[Tensor, int]:
-        """Mean loss of batch ``index`` of ``epoch`` and the number of items in it."""
+        """Mean loss of batch ``index`` of ``epoch`` and the number of items in it.
+
+        Under data parallelism ``self.model`` is the model's ``DistributedDataParallel`` wrapper
+        here (so gradients are averaged across processes): call it, and keep a reference of your
+        own for its other methods.
+        """
         raise NotImplementedError
 
     def evaluate(self) -> dict[str, float]:
