@@ -66,7 +66,8 @@ def kill_trial(corpus: Path, work: Path, reference: dict, steps: int, sig: int, 
     _, err = proc.communicate()
     traceback = "Traceback" in err
     expected = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}[sig]
-    exit_ok = proc.returncode in (expected, 0)  # 0: the run had already finished
+    # 0: the run had already finished; -signal: it was still starting, before training took over the signal
+    exit_ok = proc.returncode in (expected, 0, -sig)
     stopped_at = torch.load(run / "last.pt", weights_only=True)["trainer"]["step"] if (run / "last.pt").exists() else 0
     if (run / "last.pt").exists():
         code, err2 = finish(run, steps)

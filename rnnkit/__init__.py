@@ -1,18 +1,19 @@
-"""rnnkit: recurrent neural networks (RNN, LSTM, GRU) on PyTorch, from cells to applications."""
+"""rnnkit: recurrent neural networks (RNN, LSTM, GRU) on PyTorch, from cells to applications.
+
+Names are imported on first use, so ``import rnnkit`` (and the command line's start) stays light.
+"""
 
 __version__ = "0.1.0"
 
-from .errors import RnnkitError
-from .nn.cells import GRUCell, LSTMCell, RNNCell
-from .nn.layers import GRU, LSTM, RNN
-from .tasks.charlm import CharLM, train
-from .training.config import TrainConfig
-from .training.fit import fit, resume
-from .training.task import Task
-from .training.trainer import Trainer
-
-# time series (pandas and statsmodels behind them) load on first use, keeping `import rnnkit` light
-_LAZY = {"Forecaster": ".tasks.forecast", "Detector": ".tasks.anomaly"}
+_LAZY = {
+    "RnnkitError": ".errors", "TrainingStopped": ".errors",
+    "RNNCell": ".nn.cells", "LSTMCell": ".nn.cells", "GRUCell": ".nn.cells", "Cell": ".nn.cells",
+    "RNN": ".nn.layers", "LSTM": ".nn.layers", "GRU": ".nn.layers", "make_layer": ".nn.layers",
+    "CharLM": ".tasks.charlm", "train": ".tasks.charlm",
+    "TrainConfig": ".training.config", "fit": ".training.fit", "resume": ".training.fit", "Task": ".training.task",
+    "Trainer": ".training.trainer",
+    "Forecaster": ".tasks.forecast", "Detector": ".tasks.anomaly",
+}
 
 
 def __getattr__(name: str):
@@ -22,5 +23,9 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "CharLM", "train", "fit", "resume", "Task",
-           "Trainer", "TrainConfig", "RnnkitError", "__version__", "Forecaster", "Detector"]
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = ["__version__", *_LAZY]

@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         args.handler(args)
     except TrainingStopped as e:
         print(f"rnnkit: {e}", file=sys.stderr)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except RnnkitError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before training took over Ctrl-C (loading, tokenising), or a second Ctrl-C
         print("\nrnnkit: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
@@ -101,5 +101,3 @@ def main(argv: list[str] | None = None) -> int:
         print("rnnkit: error: out of memory: choose a smaller model or batch", file=sys.stderr)
         return 1
     return 0
-
-
