@@ -229,7 +229,7 @@ def cmd_cv(args: argparse.Namespace) -> None:
     for name in models:
         if name == "rnn":
             scores = cross_validate(data, args.folds, args.fold_seed,
-                                    report=lambda f, a: print(f"  fold {f + 1}: {100 * a:.2f}", flush=True),
+                                    report=lambda f, a, _: print(f"  fold {f + 1}: {100 * a:.2f}", flush=True),
                                     **options)
         else:
             scores = baseline_cv(name, data, args.folds, args.fold_seed)

@@ -87,6 +87,10 @@ class ClassifierNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed, padding_idx=Vocab.pad_id)
+        # small random vectors as in Kim (2014): torch's N(0, 1) rows are long enough to saturate the gates
+        nn.init.uniform_(self.embed.weight, -0.25, 0.25)
+        with torch.no_grad():
+            self.embed.weight[Vocab.pad_id] = 0
         self.rnn = make_layer(cfg.cell, cfg.embed, cfg.hidden, cfg.layers, batch_first=True,
                               bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         width = cfg.hidden * (2 if cfg.bidirectional else 1)
@@ -519,14 +523,14 @@ def cross_validate(data: LabelledText, k: int = 10, seed: int = 0, report: Any =
     """Accuracy of a fresh :class:`Classifier` (``options``) on each of ``k`` stratified, seeded folds.
 
     Each fold's vocabulary, validation split (for early stopping) and model come from its
-    training part alone; ``report(fold, accuracy)`` is called after each fold.
+    training part alone; ``report(fold, accuracy, classifier)`` is called after each fold.
     """
     scores = []
     for i, (train, test) in enumerate(folds(data.labels, k, seed)):
         clf = Classifier(**{**options, "out": None}).fit(data.subset(train))
         scores.append(clf.score([data.texts[j] for j in test], [data.labels[j] for j in test]))
         if report is not None:
-            report(i, scores[-1])
+            report(i, scores[-1], clf)
     return np.array(scores)
 
 
