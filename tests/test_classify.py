@@ -124,6 +124,24 @@ def test_char_level_needs_no_word_vocabulary():
     assert all(len(t) == 1 for t in clf.vocab.itos[2:]) and clf.predict(["suprb flim"])[0] in ("pos", "neg")
 
 
+def test_starts_from_a_character_language_model(tmp_path):
+    """Dai and Le (2015): the classifier starts from rnnkit's own LM trained on unlabelled text."""
+    from rnnkit.tasks import charlm
+
+    data = synthetic(80)
+    corpus = tmp_path / "unlabelled.txt"
+    corpus.write_text("\n".join(synthetic(200, seed=5).texts), encoding="utf-8")
+    lm, _ = charlm.train(corpus, tmp_path / "lm", hidden=16, layers=1, seq_len=16, batch_size=8, max_steps=3,
+                         precision="fp32", progress=False)
+    clf = Classifier(level="char", lm=tmp_path / "lm", batch_size=16, max_steps=1, lr=1e-9).fit(data)
+    assert clf.net.cfg.hidden == 16 and not clf.net.cfg.bidirectional and clf.vectors_found > 10
+    i = clf.vocab.stoi["s"]
+    torch.testing.assert_close(clf.net.embed.weight[i], lm.embed.weight[lm.vocab.index["s"]], atol=1e-4, rtol=0)
+    with pytest.raises(RnnkitError) as e:
+        Classifier(lm=tmp_path / "lm")
+    assert "--level char" in one_line(e)
+
+
 # ---------------------------------------------------------------------------- the command line
 
 

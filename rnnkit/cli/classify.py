@@ -22,7 +22,7 @@ from .options import TRAIN_OPTIONS, add_config_options, given
 ORDER = 40  # place in --help
 
 MODEL_KEYS = ["cell", "level", "embed", "hidden", "layers", "bidirectional", "pooling", "dropout", "max_vocab",
-              "min_count", "max_len", "lower", "vectors", "batch_size", "val_fraction"]
+              "min_count", "max_len", "lower", "vectors", "lm", "batch_size", "val_fraction"]
 BUDGETS = ("max_time", "max_steps", "epochs", "device", "eval_every", "patience")
 
 
@@ -51,6 +51,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-len", type=positive_int, help="tokens kept of each text (default 400)")
     g.add_argument("--lower", action=argparse.BooleanOptionalAction, default=None, help="lower-case (default on)")
     g.add_argument("--vectors", help="GloVe or word2vec text file to initialise the word embeddings from")
+    g.add_argument("--lm", metavar="RUN", help="start from a character language model's run folder (`rnnkit train` "
+                   "on unlabelled text; Dai and Le 2015): needs --level char; takes its cell, size and layers")
     g.add_argument("--batch-size", type=positive_int, help="default 32")
     g.add_argument("--val-fraction", type=fraction, help="held out of each class when no --val is given "
                    "(default 0.1)")
@@ -143,7 +145,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         clf = Classifier(out=out, progress=None, **_options(args))
         clf.fit(data, val)
         if clf.vectors_found:
-            print(f"vectors: {clf.vectors_found:,} of {len(clf.vocab):,} vocabulary tokens from {args.vectors}")
+            print(f"pretrained: {clf.vectors_found:,} of {len(clf.vocab):,} vocabulary tokens from "
+                  f"{args.vectors or args.lm}")
     r = clf.result
     print(f"run folder: {out}  steps {r.steps}  train time {r.train_time:.0f}s  classes {', '.join(clf.classes)}  "
           f"best val_acc {r.best_metric:.4f}")

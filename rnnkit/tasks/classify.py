@@ -22,6 +22,11 @@ validation accuracy. :class:`Classifier` is the user-facing API (fit / predict /
 :func:`cross_validate` runs it over stratified folds, building each fold's vocabulary from that
 fold's training part alone.
 
+Language-model pretraining (Dai and Le 2015, semi-supervised sequence learning): train
+rnnkit's character language model on unlabelled text (``rnnkit train TEXT --out LM``), then
+``Classifier(level="char", lm="LM")`` starts from its embedding and recurrent weights (the
+classifier then takes the LM's cell, size and layers, reading forwards only) and fine-tunes.
+
 Why a decision was made (:meth:`Classifier.explain`): gradient x input (Shrikumar et al. 2016),
 each token's contribution to the winning class's logit ``sum_d x_{t,d} * d logit_c / d x_{t,d}``,
 or the attention weights with attention pooling.
@@ -315,7 +320,8 @@ class Classifier:
     ``attention``, ``last``), ``dropout``. Data: ``max_vocab`` ids and ``min_count`` for the
     vocabulary (built from the training texts only), ``max_len`` tokens kept of each text,
     ``vectors`` a GloVe/word2vec text file to initialise the embeddings from (``embed`` then
-    follows its dimension), ``val_fraction`` held out per class when ``fit`` gets no
+    follows its dimension), ``lm`` a character language model's run folder (``rnnkit train``) to
+    start a ``level="char"`` model from, ``val_fraction`` held out per class when ``fit`` gets no
     validation data. Training options (``lr``, ``epochs``, ``max_time``, ``patience``, ``seed``,
     ...) are :class:`TrainConfig`'s; with no budget, 10 epochs with patience 3, evaluated every
     epoch. ``out``: run folder; a temporary one if not given.
@@ -324,7 +330,8 @@ class Classifier:
     def __init__(self, cell: str = "lstm", level: str = "word", embed: int = 128, hidden: int = 128, layers: int = 1,
                  bidirectional: bool = True, pooling: str = "max", dropout: float = 0.5, max_vocab: int = 30_000,
                  min_count: int = 1, max_len: int = 400, lower: bool = True, vectors: str | Path | None = None,
-                 batch_size: int = 32, val_fraction: float = 0.1, out: str | Path | None = None,
+                 lm: str | Path | None = None, batch_size: int = 32, val_fraction: float = 0.1,
+                 out: str | Path | None = None,
                  progress: bool | None = False, **train_options: Any) -> None:
         if cell not in CELLS:
             raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
@@ -340,6 +347,8 @@ class Classifier:
             raise RnnkitError(f"max_vocab must be at least 3, got {max_vocab}")
         if not 0 <= dropout < 1 or not 0 < val_fraction < 1:
             raise RnnkitError("dropout must be in [0, 1) and val_fraction in (0, 1)")
+        if lm is not None and (level != "char" or vectors is not None):
+            raise RnnkitError("starting from a character language model (--lm) needs --level char and no --vectors")
         unknown = set(train_options) - TRAIN_FIELDS
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
@@ -347,7 +356,7 @@ class Classifier:
                             "bidirectional": bidirectional, "pooling": pooling, "dropout": dropout}
         self.data_options = {"level": level, "lower": lower, "max_vocab": max_vocab, "min_count": min_count,
                              "max_len": max_len}
-        self.vectors, self.batch_size, self.val_fraction = vectors, batch_size, val_fraction
+        self.vectors, self.lm, self.batch_size, self.val_fraction = vectors, lm, batch_size, val_fraction
         self.out, self.progress = out, progress
         given = {k: v for k, v in train_options.items() if v is not None}
         self.train_config = TrainConfig(**{"precision": "fp32", "warmup_steps": 50, **given})
@@ -361,7 +370,7 @@ class Classifier:
         self.classes: list[str] = []
         self.result: TrainResult | None = None
         self.run_dir: Path | None = None
-        self.vectors_found = 0  # vocabulary tokens that got a pretrained vector
+        self.vectors_found = 0  # vocabulary tokens that got a pretrained vector (or LM embedding)
 
     # --- fitting ---------------------------------------------------------------------------
     def fit(self, data: LabelledText, val: LabelledText | None = None) -> Classifier:
@@ -382,11 +391,14 @@ class Classifier:
             embedding, found = read_vectors(self.vectors, self.vocab)
             self.net_options["embed"] = embedding.shape[1]
             self.vectors_found = found
+        lm = self._language_model() if self.lm is not None else None
         torch.manual_seed(tc.seed)
         cfg = NetConfig(len(self.vocab), len(self.classes), **self.net_options)
         self.net = ClassifierNet(cfg)
         if embedding is not None:
             self.net.embed.weight.data.copy_(torch.from_numpy(embedding))
+        if lm is not None:
+            self._start_from(lm)
         train = (self.encode(data.texts), torch.from_numpy(label_ids(data.labels, self.classes)))
         valid = (self.encode(val.texts), torch.from_numpy(val_y))
         task = ClassifyTask(self.net, train, valid, self.batch_size, tc.seed, self._meta())
@@ -404,6 +416,28 @@ class Classifier:
             raise RnnkitError("training stopped: the loss became non-finite; try a lower --lr")
         self.net.eval()
         return self
+
+    def _language_model(self) -> nn.Module:
+        """The user's character LM; the classifier takes its shape (a resumed run reads only its own folder)."""
+        from .charlm import CharLM
+
+        lm = CharLM.load(self.lm, device="cpu")
+        c = lm.config
+        self.net_options.update(cell=c.cell, hidden=c.hidden, layers=c.layers, embed=c.hidden, bidirectional=False)
+        return lm
+
+    def _start_from(self, lm: nn.Module) -> None:
+        """Copy the LM's recurrent weights and the embedding row of every character both vocabularies hold."""
+        net = self._require()
+        net.rnn.load_state_dict(lm.rnn.state_dict())
+        found = 0
+        with torch.no_grad():
+            for i, token in enumerate(self.vocab.itos[2:], start=2):
+                j = lm.vocab.index.get(token)
+                if j is not None:
+                    net.embed.weight[i] = lm.embed.weight[j]
+                    found += 1
+        self.vectors_found = found
 
     @classmethod
     def resume(cls, run: str | Path, progress: bool | None = None, **changes: Any) -> Classifier:
