@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batching import LengthBuckets, length_mask, pad, shard
-from ..data.labelled_text import MAX_CHARS, LabelledText, Tokenizer, Vocab, folds, holdout, label_ids
+from ..data.labelled_text import MAX_CHARS, LabelledText, Tokenizer, Vocab, folds, holdout, label_ids, load_labelled
 from ..errors import RnnkitError
 from ..io import atomic_write, atomic_write_text
 from ..nn.cells import CELLS
@@ -67,6 +67,7 @@ POOLINGS = ("max", "mean", "attention", "last")
 LEVELS = ("word", "char")
 VOCAB, DATA = "vocab.json", "data.safetensors"  # beside the checkpoints: a run resumes from its folder alone
 TRAIN_FIELDS = {f for f in TrainConfig.__dataclass_fields__}
+Sources = str | os.PathLike | Sequence[str | os.PathLike]  # a table file, a folder, or LABEL=FILE pairs
 
 
 # ---------------------------------------------------------------------------- the network
@@ -373,8 +374,16 @@ class Classifier:
         self.vectors_found = 0  # vocabulary tokens that got a pretrained vector (or LM embedding)
 
     # --- fitting ---------------------------------------------------------------------------
-    def fit(self, data: LabelledText, val: LabelledText | None = None) -> Classifier:
-        """Train on ``data``; validate on ``val``, or on a stratified ``val_fraction`` of ``data``."""
+    def fit(self, data: LabelledText | Sources, val: LabelledText | Sources | None = None,
+            **load_options: Any) -> Classifier:
+        """Train on ``data``; validate on ``val``, or on a stratified ``val_fraction`` of ``data``.
+
+        Either may be :class:`LabelledText` or what :func:`~rnnkit.data.labelled_text.load_labelled`
+        reads (a table file, a folder, ``LABEL=FILE`` pairs), with its ``load_options``
+        (``encoding``, ``text_col``, ``label_col``, ``max_chars``).
+        """
+        data = _as_labelled(data, load_options)
+        val = None if val is None else _as_labelled(val, {**load_options, "min_classes": 1})
         tc = self.train_config
         if val is None:
             train_idx, val_idx = holdout(data.labels, self.val_fraction, tc.seed)
@@ -479,11 +488,12 @@ class Classifier:
     def score(self, texts: Sequence[str], labels: Sequence[str]) -> float:
         return float(np.mean(np.array(self.predict(texts)) == np.array(labels)))
 
-    def evaluate(self, data: LabelledText) -> dict[str, Any]:
+    def evaluate(self, data: LabelledText | Sources, **load_options: Any) -> dict[str, Any]:
         """Accuracy, macro F1, per-class precision/recall/F1/support and the confusion matrix (scikit-learn's).
 
-        A label the model never saw is an error naming where it is.
+        ``data`` as for :meth:`fit`. A label the model never saw is an error naming where it is.
         """
+        data = _as_labelled(data, {**load_options, "min_classes": 1})
         from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
         y = label_ids(data.labels, self.classes, data.origins)
@@ -550,6 +560,10 @@ class Classifier:
             raise RnnkitError(f"checkpoint weights do not fit its model: {str(e).splitlines()[0]}") from None
         self.net.eval()
         return self
+
+
+def _as_labelled(data: LabelledText | Sources, load_options: dict[str, Any]) -> LabelledText:
+    return data if isinstance(data, LabelledText) else load_labelled(data, **load_options)
 
 
 def cross_validate(data: LabelledText, k: int = 10, seed: int = 0, report: Any = None,
