@@ -40,7 +40,7 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +366,7 @@ class Classifier:
             if self.train_config.patience is None:
                 self.train_config.patience = 3
         self.train_config.validate()
+        self._asked = self.train_config
         self.net: ClassifierNet | None = None
         self.vocab: Vocab | None = None
         self.classes: list[str] = []
@@ -384,7 +385,7 @@ class Classifier:
         """
         data = _as_labelled(data, load_options)
         val = None if val is None else _as_labelled(val, {**load_options, "min_classes": 1})
-        tc = self.train_config
+        tc = self.train_config = replace(self._asked)  # a second fit must not inherit the first's eval_every
         if val is None:
             train_idx, val_idx = holdout(data.labels, self.val_fraction, tc.seed)
             data, val = data.subset(train_idx), data.subset(val_idx)
