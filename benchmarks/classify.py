@@ -49,6 +49,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
                     "epochs": 10, "patience": 3},
     "attention": {"cell": "lstm", "embed": 128, "hidden": 128, "pooling": "attention", "dropout": 0.5, "lr": 2e-3,
                   "epochs": 10, "patience": 3},
+    "subword": {"cell": "lstm", "level": "subword", "subword_size": 8000, "embed": 128, "hidden": 128,
+                "pooling": "max", "dropout": 0.5, "lr": 2e-3, "epochs": 10, "patience": 3},
     "char": {"cell": "gru", "level": "char", "embed": 32, "hidden": 128, "pooling": "max", "dropout": 0.3,
              "lr": 2e-3, "epochs": 10, "patience": 3, "max_len": 300},
     # pretrained word vectors (give the file with --vectors; embed follows its dimension)

@@ -124,6 +124,15 @@ def test_char_level_needs_no_word_vocabulary():
     assert all(len(t) == 1 for t in clf.vocab.itos[2:]) and clf.predict(["suprb flim"])[0] in ("pos", "neg")
 
 
+def test_subword_level_round_trips_through_the_run_folder(tmp_path):
+    clf = Classifier(level="subword", subword_size=60, max_steps=3, out=tmp_path / "run", **FAST).fit(synthetic(80))
+    assert (tmp_path / "run" / "subword.model").exists()
+    again = Classifier.load(tmp_path / "run")
+    texts = ["a superbly dull flim", "great"]
+    assert again.vocab.tokenizer(texts[0]) == clf.vocab.tokenizer(texts[0])
+    np.testing.assert_allclose(again.predict_proba(texts), clf.predict_proba(texts), atol=1e-6)
+
+
 def test_starts_from_a_character_language_model(tmp_path):
     """Dai and Le (2015): the classifier starts from rnnkit's own LM trained on unlabelled text."""
     from rnnkit.tasks import charlm

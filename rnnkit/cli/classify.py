@@ -22,7 +22,7 @@ from .options import TRAIN_OPTIONS, add_config_options, given
 ORDER = 40  # place in --help
 
 MODEL_KEYS = ["cell", "level", "embed", "hidden", "layers", "bidirectional", "pooling", "dropout", "max_vocab",
-              "min_count", "max_len", "lower", "vectors", "lm", "batch_size", "val_fraction"]
+              "min_count", "max_len", "subword_size", "lower", "vectors", "lm", "batch_size", "val_fraction"]
 BUDGETS = ("max_time", "max_steps", "epochs", "device", "eval_every", "patience")
 
 
@@ -38,7 +38,10 @@ def _data_options(p: argparse.ArgumentParser, what: str = "examples") -> None:
 def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--cell", choices=cell_names(), help="recurrent cell (default lstm)")
-    g.add_argument("--level", choices=["word", "char"], help="word tokens or characters (default word)")
+    g.add_argument("--level", choices=["word", "subword", "char"],
+                   help="word tokens, subword pieces (SentencePiece) or characters (default word)")
+    g.add_argument("--subword-size", type=positive_int, help="subword pieces to learn with --level subword "
+                   "(default 8000)")
     g.add_argument("--embed", type=positive_int, help="embedding size (default 128; a --vectors file sets it)")
     g.add_argument("--hidden", type=positive_int, help="hidden units per direction (default 128)")
     g.add_argument("--layers", type=positive_int, help="stacked layers (default 1)")

@@ -2,7 +2,7 @@
 
 The network (:class:`ClassifierNet`)::
 
-    x_t = E[token_t]                              word, or character, embeddings (optionally pretrained)
+    x_t = E[token_t]                              word, subword or character embeddings (optionally pretrained)
     h_1..h_T = RNN(x_1..x_T)                      any registered cell, optionally bidirectional
     z = pool(h_1..h_T)                            over each text's own steps only
     p(y | text) = softmax(W dropout(z) + b)
@@ -64,8 +64,8 @@ from ..training.task import Task, register_task
 from ..training.trainer import TrainResult, checkpoint_meta
 
 POOLINGS = ("max", "mean", "attention", "last")
-LEVELS = ("word", "char")
-VOCAB, DATA = "vocab.json", "data.safetensors"  # beside the checkpoints: a run resumes from its folder alone
+LEVELS = ("word", "subword", "char")
+VOCAB, DATA, SUBWORD = "vocab.json", "data.safetensors", "subword.model"  # a run resumes from its folder alone
 TRAIN_FIELDS = {f for f in TrainConfig.__dataclass_fields__}
 Sources = str | os.PathLike | Sequence[str | os.PathLike]  # a table file, a folder, or LABEL=FILE pairs
 
@@ -172,6 +172,60 @@ def read_vectors(path: str | os.PathLike, vocab: Vocab) -> tuple[np.ndarray, int
         matrix[i] = row
     matrix[Vocab.pad_id] = 0
     return matrix, len(rows)
+
+
+class SubwordTokenizer:
+    """Subword pieces from a SentencePiece unigram model (Kudo 2018) trained on the training texts alone.
+
+    Rare and misspelt words split into known pieces instead of becoming ``<unk>``. Stored in the
+    run folder as ``subword.model`` beside the vocabulary.
+    """
+
+    def __init__(self, proto: bytes, lower: bool = True) -> None:
+        import sentencepiece as spm
+
+        self.proto, self.lower = proto, lower
+        self._sp = spm.SentencePieceProcessor(model_proto=proto)
+
+    @classmethod
+    def train(cls, texts: Sequence[str], size: int, lower: bool = True) -> SubwordTokenizer:
+        import io
+
+        import sentencepiece as spm
+
+        model = io.BytesIO()
+        # hard_vocab_limit off: a small training set may not hold ``size`` distinct pieces
+        try:
+            spm.SentencePieceTrainer.train(sentence_iterator=iter([t.lower() if lower else t for t in texts]),
+                                           model_writer=model, vocab_size=size, model_type="unigram",
+                                           hard_vocab_limit=False, character_coverage=1.0, minloglevel=2,
+                                           num_threads=1)
+        except RuntimeError as e:  # e.g. fewer pieces asked for than the texts have characters
+            raise RnnkitError(f"cannot learn {size} subword pieces: {str(e).splitlines()[0][:200]}") from None
+        return cls(model.getvalue(), lower)
+
+    def __call__(self, text: str) -> list[str]:
+        return self._sp.encode(text.lower() if self.lower else text, out_type=str)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": "subword", "lower": self.lower, "model": SUBWORD}
+
+
+def load_vocab(run: Path) -> Vocab:
+    """A run's vocabulary with its tokeniser (words, characters, or the run's subword model)."""
+    import json
+
+    try:
+        d = json.loads((run / VOCAB).read_bytes())
+    except (OSError, ValueError) as e:
+        raise RnnkitError(f"cannot read {run / VOCAB}, the run's vocabulary: {e}") from None
+    if d.get("tokenizer", {}).get("level") != "subword":
+        return Vocab.from_dict(d)
+    try:
+        proto = (run / SUBWORD).read_bytes()
+    except OSError as e:
+        raise RnnkitError(f"cannot read {run / SUBWORD}, the run's subword model: {e.strerror}") from None
+    return Vocab([str(t) for t in d["tokens"]], SubwordTokenizer(proto, bool(d["tokenizer"].get("lower", True))))
 
 
 # ---------------------------------------------------------------------------- the task
@@ -316,7 +370,8 @@ class Classifier:
     >>> clf = Classifier(cell="gru", epochs=5).fit(load_labelled(["pos=good.txt", "neg=bad.txt"]))
     >>> clf.predict(["a moving, funny film"]), clf.evaluate(test)["accuracy"]
 
-    Model: ``cell`` (any registered cell), ``level`` (``word`` tokens or ``char`` characters),
+    Model: ``cell`` (any registered cell), ``level`` (``word`` tokens, ``subword`` pieces of a
+    SentencePiece model of ``subword_size`` pieces trained on the training texts, or ``char``),
     ``embed``, ``hidden``, ``layers``, ``bidirectional``, ``pooling`` (``max``, ``mean``,
     ``attention``, ``last``), ``dropout``. Data: ``max_vocab`` ids and ``min_count`` for the
     vocabulary (built from the training texts only), ``max_len`` tokens kept of each text,
@@ -330,7 +385,8 @@ class Classifier:
 
     def __init__(self, cell: str = "lstm", level: str = "word", embed: int = 128, hidden: int = 128, layers: int = 1,
                  bidirectional: bool = True, pooling: str = "max", dropout: float = 0.5, max_vocab: int = 30_000,
-                 min_count: int = 1, max_len: int = 400, lower: bool = True, vectors: str | Path | None = None,
+                 min_count: int = 1, max_len: int = 400, subword_size: int = 8000, lower: bool = True,
+                 vectors: str | Path | None = None,
                  lm: str | Path | None = None, batch_size: int = 32, val_fraction: float = 0.1,
                  out: str | Path | None = None,
                  progress: bool | None = False, **train_options: Any) -> None:
@@ -341,7 +397,7 @@ class Classifier:
         if level not in LEVELS:
             raise RnnkitError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
         for name, v in (("embed", embed), ("hidden", hidden), ("layers", layers), ("batch_size", batch_size),
-                        ("max_len", max_len), ("min_count", min_count)):
+                        ("max_len", max_len), ("min_count", min_count), ("subword_size", subword_size)):
             if v <= 0:
                 raise RnnkitError(f"{name} must be positive, got {v}")
         if max_vocab < 3:
@@ -356,7 +412,7 @@ class Classifier:
         self.net_options = {"embed": embed, "hidden": hidden, "layers": layers, "cell": cell,
                             "bidirectional": bidirectional, "pooling": pooling, "dropout": dropout}
         self.data_options = {"level": level, "lower": lower, "max_vocab": max_vocab, "min_count": min_count,
-                             "max_len": max_len}
+                             "max_len": max_len, "subword_size": subword_size}
         self.vectors, self.lm, self.batch_size, self.val_fraction = vectors, lm, batch_size, val_fraction
         self.out, self.progress = out, progress
         given = {k: v for k, v in train_options.items() if v is not None}
@@ -395,7 +451,9 @@ class Classifier:
                               "a classifier needs at least 2 classes")
         val_y = label_ids(val.labels, self.classes, val.origins)  # a validation label unseen in training: refused
         d = self.data_options
-        self.vocab = Vocab.build(data.texts, Tokenizer(d["level"], d["lower"]), d["min_count"], d["max_vocab"])
+        tokenizer = (SubwordTokenizer.train(data.texts, d["subword_size"], d["lower"]) if d["level"] == "subword"
+                     else Tokenizer(d["level"], d["lower"]))
+        self.vocab = Vocab.build(data.texts, tokenizer, d["min_count"], d["max_vocab"])
         embedding = None
         if self.vectors is not None:
             embedding, found = read_vectors(self.vectors, self.vocab)
@@ -419,6 +477,8 @@ class Classifier:
             weakref.finalize(self, shutil.rmtree, str(self.run_dir), True)
         else:
             self.run_dir = prepare_run_folder(self.out, "rnnkit classify train --resume")
+        if isinstance(tokenizer, SubwordTokenizer):
+            atomic_write(self.run_dir / SUBWORD, lambda tmp: Path(tmp).write_bytes(tokenizer.proto))
         self.vocab.save(self.run_dir / VOCAB)
         task.save_data(self.run_dir)
         self.result = fit(task, tc, self.run_dir, progress=self.progress, new_folder=False)
@@ -553,7 +613,7 @@ class Classifier:
         cfg = NetConfig(**meta["model"])
         net_options = {k: v for k, v in asdict(cfg).items() if k not in ("vocab_size", "classes")}
         self = cls(**net_options, **meta["data"], **meta["options"])
-        self.classes, self.vocab, self.run_dir = list(meta["classes"]), Vocab.load(run / VOCAB), run
+        self.classes, self.vocab, self.run_dir = list(meta["classes"]), load_vocab(run), run
         self.net = ClassifierNet(cfg)
         try:
             self.net.load_state_dict(weights if weights is not None else state["model"])
