@@ -228,18 +228,18 @@ def cmd_cv(args: argparse.Namespace) -> None:
 
     def summary(scores: np.ndarray) -> str:
         std = scores.std(ddof=1) if len(scores) > 1 else 0.0
-        return f"accuracy {100 * scores.mean():.2f} +- {100 * std:.2f} over {len(scores)} folds"
+        return f"accuracy {scores.mean():.4f} +- {std:.4f} over {len(scores)} folds"  # fractions, as eval prints
 
     # the baselines first, on the same folds; the chosen model last, so the last line is its result
     models = [m for m in ("nbsvm", "tfidf-lr") if args.baselines and m != args.model] + [args.model]
     for name in models:
         if name == "rnn":
             scores = cross_validate(data, args.folds, args.fold_seed,
-                                    report=lambda f, a, _: print(f"  fold {f + 1}: {100 * a:.2f}", flush=True),
+                                    report=lambda f, a, _: print(f"  fold {f + 1}: {a:.4f}", flush=True),
                                     **options)
         else:
             scores = baseline_cv(name, data, args.folds, args.fold_seed)
-        print(f"{name}: folds {' '.join(f'{100 * s:.1f}' for s in scores)}")
+        print(f"{name}: folds {' '.join(f'{s:.4f}' for s in scores)}")
         if name != args.model:
             print(f"{name}: {summary(scores)}")
     print(summary(scores))
