@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{name}", type=kind, help="model or training setting (default: rnnkit speech train's)")
     p.add_argument("--features", choices=["logmel", "mfcc"])
     p.add_argument("--fsdd", type=Path, default=FSDD)
-    p.add_argument("--strings", type=Path, default=SHARED / "speech" / "digit_strings",
-                   help="where the string folders are written (or found)")
+    p.add_argument("--strings", type=Path, default=Path("runs/digit-strings"),
+                   help="where the string folders are written (or found; default runs/digit-strings)")
     p.add_argument("--train-strings", type=int, default=4000)
     p.add_argument("--test-strings", type=int, default=1000)
     p.add_argument("--noise-db", type=float, help="white background noise in dBFS for both string sets")

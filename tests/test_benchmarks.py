@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -15,4 +16,21 @@ def test_benchmark_script_runs(script):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "chars/s" in proc.stdout or "MB/s" in proc.stdout
+    assert "| " in proc.stdout  # printed a table
+
+
+@pytest.mark.parametrize("command", [
+    ["classify.py", "--smoke", "--no-baselines", "--settings", "scratch"],
+    ["translate.py", "--smoke"],
+    ["speech.py", "all", "--smoke"],
+    ["music.py", "--smoke"],
+    ["fault_injection.py", "--smoke"],
+    ["bad_inputs.py", "--smoke"],
+], ids=lambda c: c[0])
+def test_task_benchmark_script_runs(command, tmp_path):
+    if command[0] in ("classify.py", "translate.py", "speech.py", "music.py") and not SHARED.exists():
+        pytest.skip("the benchmark's data (../shared/data) is absent")
+    proc = subprocess.run([sys.executable, str(BENCH / command[0]), *command[1:]], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| " in proc.stdout  # printed a table
