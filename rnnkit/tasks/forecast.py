@@ -223,6 +223,7 @@ class ForecastTask(Task):
     """
 
     name, command, unit = "forecast", "rnnkit forecast fit", "windows"
+    decay_everything = True  # the built-in presets were tuned with weight decay on every parameter
 
     def __init__(self, model: nn.Module, train: Windows, val: Windows | None, batch_size: int,
                  seed: int, description: dict[str, Any] | None = None) -> None:

@@ -119,6 +119,8 @@ def prepare_run_folder(out: str | Path, hint: str = "--resume") -> Path:
         if _ours(out):  # a run that died before its first checkpoint: start afresh, without its records
             for name in ("metrics.jsonl", "loss.png"):
                 (out / name).unlink(missing_ok=True)
+        else:  # mark the folder as a run at once, so a start that dies before fit() can be started again
+            write_json(out / CONFIG, {"rnnkit": __version__})
     distributed.barrier()
     return out
 
