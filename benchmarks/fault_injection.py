@@ -60,8 +60,11 @@ def kill_trial(corpus: Path, work: Path, reference: dict, steps: int, sig: int, 
         deadline = time.monotonic() + 120
         while not list(run.glob(".*.pt.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.001)
-    else:
-        time.sleep(rng.uniform(2.0, 8.0))
+    else:  # a random moment of training (not of starting up, which the start-up trials below cover)
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 4.0))
     proc.send_signal(sig)
     _, err = proc.communicate()
     traceback = "Traceback" in err
@@ -99,7 +102,8 @@ def full_disk_trial(corpus: Path, work: Path) -> dict | None:
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
         return None
     try:
-        proc = rnnkit("train", corpus, *TINY, "--max-steps", 100, "--out", mount / "r")
+        # checkpoints of a 96-unit model (weights, averaged weights, optimizer state) cannot fit in 1 MiB
+        proc = rnnkit("train", corpus, *TINY, "--hidden", 96, "--max-steps", 100, "--out", mount / "r")
         _, err = proc.communicate()
         left = len(list((mount / "r").glob(".*.tmp"))) if (mount / "r").exists() else 0
         one_line = proc.returncode == 1 and len(err.strip().splitlines()) == 1
