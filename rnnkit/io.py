@@ -33,3 +33,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    """Tensors (torch or numpy) into one safetensors file, atomically: what a run folder keeps of its data
+    so that it resumes from the folder alone (reading it back runs no code)."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {k: (torch.from_numpy(v) if not isinstance(v, torch.Tensor) else v).contiguous().cpu()
+               for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def load_tensors(path: str | os.PathLike, what: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensors and metadata :func:`save_tensors` wrote; a one-line error naming ``what`` if unreadable."""
+    from safetensors import SafetensorError, safe_open
+
+    from .errors import RnnkitError
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
+    except (OSError, SafetensorError) as e:
+        raise RnnkitError(f"cannot read {path}, {what}: {str(e).splitlines()[0][:100] if str(e) else 'damaged'}"
+                          ) from None

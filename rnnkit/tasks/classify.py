@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from ..data.batching import LengthBuckets, length_mask, pad, shard
 from ..data.labelled_text import MAX_CHARS, LabelledText, Tokenizer, Vocab, folds, holdout, label_ids, load_labelled
 from ..errors import RnnkitError
-from ..io import atomic_write, atomic_write_text
+from ..io import atomic_write, atomic_write_text, load_tensors, save_tensors
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
@@ -275,26 +275,18 @@ class ClassifyTask(Task):
                 "val_acc": (logits.argmax(1) == labels).float().mean().item()}
 
     def save_data(self, run_dir: Path) -> None:
-        from safetensors.torch import save_file
-
         tensors = {}
         for part, ids, labels in (("train", self.train_ids, self.train_labels), ("val", self.val_ids, self.val_labels)):
             tensors[f"{part}_ids"], tensors[f"{part}_offsets"] = _pack([s.tolist() for s in ids])
             tensors[f"{part}_labels"] = labels
-        atomic_write(run_dir / DATA, lambda tmp: save_file(tensors, tmp))
+        save_tensors(run_dir / DATA, tensors)
 
     def config(self) -> dict[str, Any]:
         return self.description
 
     @classmethod
     def from_config(cls, config: dict[str, Any], run_dir: Path) -> ClassifyTask:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            t = load_file(run_dir / DATA)
-        except (OSError, SafetensorError) as e:
-            raise RnnkitError(f"cannot read {run_dir / DATA}, the run's encoded texts: {e}") from None
+        t, _ = load_tensors(run_dir / DATA, "the run's encoded texts")
         parts = {p: (_unpack(t[f"{p}_ids"], t[f"{p}_offsets"]), t[f"{p}_labels"]) for p in ("train", "val")}
         options = config["options"]
         return cls(ClassifierNet(NetConfig(**config["model"])), parts["train"], parts["val"], options["batch_size"],

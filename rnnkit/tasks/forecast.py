@@ -45,7 +45,7 @@ from .. import __version__
 from ..data import timeseries as ts
 from ..data.batching import shard
 from ..errors import RnnkitError
-from ..io import atomic_write, write_json
+from ..io import load_tensors, save_tensors, write_json
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
@@ -272,12 +272,10 @@ class ForecastTask(Task):
         return {f"{prefix}_loss": total / len(data), f"{prefix}_mae_scaled": mae / len(data)}
 
     def save_windows(self, run_dir: Path) -> None:
-        from safetensors.torch import save_file
-
-        tensors = {f"train_{k}": v.contiguous().cpu() for k, v in asdict(self.train).items()}
+        tensors = {f"train_{k}": v for k, v in asdict(self.train).items()}
         if self.val is not None:
-            tensors.update({f"val_{k}": v.contiguous().cpu() for k, v in asdict(self.val).items()})
-        atomic_write(run_dir / WINDOWS, lambda tmp: save_file(tensors, tmp))
+            tensors.update({f"val_{k}": v for k, v in asdict(self.val).items()})
+        save_tensors(run_dir / WINDOWS, tensors)
 
     def config(self) -> dict[str, Any]:
         if self.description is None:
@@ -286,13 +284,7 @@ class ForecastTask(Task):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], run_dir: Path) -> ForecastTask:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            t = load_file(run_dir / WINDOWS)
-        except (OSError, SafetensorError) as e:
-            raise RnnkitError(f"cannot read {run_dir / WINDOWS}, the run's training windows: {e}") from None
+        t, _ = load_tensors(run_dir / WINDOWS, "the run's training windows")
         train = Windows(t["train_x"], t["train_future"], t["train_y"])
         val = Windows(t["val_x"], t["val_future"], t["val_y"]) if "val_x" in t else None
         options = config["options"]

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from ..data import music as md
 from ..data.batching import LengthBuckets, length_mask, pad, shard
 from ..errors import RnnkitError
-from ..io import atomic_write
+from ..io import load_tensors, save_tensors
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..training.checkpoint import load_checkpoint
@@ -195,24 +195,16 @@ def score(net: MusicNet, rolls: Sequence[np.ndarray], device: torch.device | Non
 
 def save_pieces(path: Path, pieces: dict[str, list[np.ndarray]]) -> None:
     """Every split's rolls, concatenated, with their lengths (uint8 and int64 tensors in one safetensors file)."""
-    from safetensors.torch import save_file
-
     tensors = {}
     for split, rolls in pieces.items():
         if rolls:
             tensors[f"{split}_rolls"] = torch.from_numpy(np.concatenate(rolls).astype(np.uint8))
             tensors[f"{split}_lengths"] = torch.tensor([len(r) for r in rolls], dtype=torch.int64)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    save_tensors(path, tensors)
 
 
 def load_pieces(path: Path) -> dict[str, list[np.ndarray]]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        t = load_file(path)
-    except (OSError, SafetensorError) as e:
-        raise RnnkitError(f"cannot read {path}, the run's pieces: {md._one_line(e, 100)}") from None
+    t, _ = load_tensors(path, "the run's pieces")
     out: dict[str, list[np.ndarray]] = {s: [] for s in md.SPLITS}
     for split in md.SPLITS:
         if f"{split}_rolls" in t:

@@ -50,7 +50,7 @@ from ..data.audio import FeatureConfig, load_audio, plot_spectrogram, power_spec
 from ..data.batching import LengthBuckets, length_mask, shard
 from ..data.speech import Alphabet, Utterance, ctc_min_frames, fsdd_utterances, read_transcripts
 from ..errors import RnnkitError
-from ..io import atomic_write
+from ..io import load_tensors, save_tensors
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..training.checkpoint import load_checkpoint
@@ -381,15 +381,13 @@ class SpeechTask(Task):
 
     def save_data(self, run_dir: Path) -> None:
         """Features (fp16, as held) and transcripts of the training and validation sets."""
-        from safetensors.torch import save_file
-
         tensors, texts = {}, {}
         for part, feats, txt in (("train", self.train_feats, self.train_texts), ("val", self.val_feats,
                                                                                  self.val_texts)):
             tensors[f"{part}_features"] = torch.cat(feats)
             tensors[f"{part}_lengths"] = torch.tensor([len(f) for f in feats])
             texts[f"{part}_texts"] = "\n".join(txt)
-        atomic_write(run_dir / DATA, lambda tmp: save_file(tensors, tmp, metadata=texts))
+        save_tensors(run_dir / DATA, tensors, metadata=texts)
 
     def config(self) -> dict[str, Any]:
         if self.description is None:
@@ -398,14 +396,7 @@ class SpeechTask(Task):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], run_dir: Path) -> SpeechTask:
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(run_dir / DATA, "pt") as f:
-                meta = f.metadata()
-                t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iteration
-        except (OSError, SafetensorError) as e:
-            raise RnnkitError(f"cannot read {run_dir / DATA}, the run's training data: {e}") from None
+        t, meta = load_tensors(run_dir / DATA, "the run's training data")
         parts = []
         for part in ("train", "val"):
             feats = list(torch.split(t[f"{part}_features"], t[f"{part}_lengths"].tolist()))

@@ -55,7 +55,7 @@ from ..data.parallel_text import (
     translation_scores,
 )
 from ..errors import RnnkitError
-from ..io import atomic_write
+from ..io import load_tensors, save_tensors
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
@@ -335,22 +335,13 @@ ENCODED_KEYS = ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets", "line_number
 
 def save_encoded(path: Path, train: EncodedParallel, val: EncodedParallel) -> None:
     """Both splits' subword ids in one safetensors file (no pickle: reading it runs no code)."""
-    from safetensors.numpy import save_file
-
-    arrays = {f"{name}_{key}": np.ascontiguousarray(getattr(data, key))
-              for name, data in (("train", train), ("val", val)) for key in ENCODED_KEYS}
-    atomic_write(path, lambda tmp: save_file(arrays, tmp))
+    save_tensors(path, {f"{name}_{key}": np.ascontiguousarray(getattr(data, key))
+                        for name, data in (("train", train), ("val", val)) for key in ENCODED_KEYS})
 
 
 def load_encoded(path: Path) -> tuple[EncodedParallel, EncodedParallel]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        t = load_file(path)
-    except (OSError, SafetensorError) as e:
-        raise RnnkitError(f"cannot read {path}, the run's encoded sentence pairs: {e}") from None
-    train, val = (EncodedParallel(*(t[f"{name}_{key}"] for key in ENCODED_KEYS)) for name in ("train", "val"))
+    t, _ = load_tensors(path, "the run's encoded sentence pairs")
+    train, val = (EncodedParallel(*(t[f"{name}_{key}"].numpy() for key in ENCODED_KEYS)) for name in ("train", "val"))
     return train, val
 
 
