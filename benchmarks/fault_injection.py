@@ -106,7 +106,8 @@ def full_disk_trial(corpus: Path, work: Path) -> dict | None:
         proc = rnnkit("train", corpus, *TINY, "--hidden", 96, "--max-steps", 100, "--out", mount / "r")
         _, err = proc.communicate()
         left = len(list((mount / "r").glob(".*.tmp"))) if (mount / "r").exists() else 0
-        one_line = proc.returncode == 1 and len(err.strip().splitlines()) == 1
+        # progress lines may come first; the error is one line, and the last
+        one_line = proc.returncode == 1 and err.strip().splitlines()[-1].startswith("rnnkit: error: cannot write")
         return {"kind": "full disk", "stopped_at": "", "exit_ok": one_line, "traceback": "Traceback" in err,
                 "exact": True, "temp_left": left}
     finally:

@@ -169,8 +169,12 @@ class Trainer:
             try:
                 save_checkpoint(self.run_dir / f"{name}.pt", state)
             except (OSError, RuntimeError) as e:  # a full disk surfaces as either, from torch's writer
-                reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:80]
-                raise RnnkitError(f"cannot write {self.run_dir / f'{name}.pt'} ({reason}; is the disk full?); "
+                import shutil
+
+                free = shutil.disk_usage(self.run_dir).free
+                reason = (f"{free:,} bytes left on its disk" if free < 64 << 20 else
+                          getattr(e, "strerror", None) or "the write failed")
+                raise RnnkitError(f"cannot write {self.run_dir / f'{name}.pt'} ({reason}); training stopped and "
                                   f"the last good checkpoint is kept") from None
 
     def resume(self, path: str | Path) -> None:
