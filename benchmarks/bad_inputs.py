@@ -43,7 +43,10 @@ def files(d: Path) -> dict[str, Path]:
          "tiny": d / "tiny.txt", "csv": d / "series.csv", "badcsv": d / "bad.csv", "nancsv": d / "nan.csv",
          "dupcsv": d / "dup.csv", "textcsv": d / "text.csv", "random_pt": d / "random.pt", "evil_pt": d / "evil.pt",
          "foreign_pt": d / "foreign.pt", "dir": d / "folder", "file": d / "plain.txt", "mid": d / "bad.mid",
-         "wav": d / "bad.wav", "emptywav": d / "empty.wav", "mat": d / "bad.mat"}
+         "wav": d / "bad.wav", "emptywav": d / "empty.wav", "mat": d / "bad.mat", "labelled": d / "lab.csv",
+         "nolabel": d / "nolabel.csv", "oneclass": d / "one.csv", "src": d / "src.txt", "tgt": d / "tgt.txt",
+         "tgt_short": d / "tgt_short.txt", "gaps": d / "gaps.txt", "speechdir": d / "speech",
+         "badtsv": d / "speech2"}
     f["text"].write_text(text, encoding="utf-8")
     f["empty"].write_bytes(b"")
     f["binary"].write_bytes(bytes(range(256)) * 40)
@@ -65,6 +68,19 @@ def files(d: Path) -> dict[str, Path]:
     f["wav"].write_bytes(b"RIFF" + os.urandom(200))
     f["emptywav"].write_bytes(b"")
     f["mat"].write_bytes(os.urandom(300))
+    pd.DataFrame({"text": ["good film", "bad film"] * 20, "label": ["pos", "neg"] * 20}).to_csv(f["labelled"],
+                                                                                            index=False)
+    pd.DataFrame({"text": ["good film"] * 10, "stars": [5] * 10}).to_csv(f["nolabel"], index=False)
+    pd.DataFrame({"text": ["good film"] * 10, "label": ["pos"] * 10}).to_csv(f["oneclass"], index=False)
+    f["src"].write_text("ein hund\n" * 20, encoding="utf-8")
+    f["tgt"].write_text("a dog\n" * 20, encoding="utf-8")
+    f["tgt_short"].write_text("a dog\n" * 19, encoding="utf-8")
+    f["gaps"].write_text("a dog\n\n" * 10, encoding="utf-8")
+    f["speechdir"].mkdir()
+    (f["speechdir"] / "transcripts.tsv").write_text("missing.wav\tseven\n", encoding="utf-8")
+    f["badtsv"].mkdir()
+    (f["badtsv"] / "a.wav").write_bytes(b"not audio at all")
+    (f["badtsv"] / "transcripts.tsv").write_text("a.wav\tseven\n", encoding="utf-8")
     return f
 
 
@@ -143,10 +159,32 @@ def cases(f: dict[str, Path], run: Path, fc: Path, d: Path) -> list[list[str]]:
         ["detect", f["csv"], "--train-fraction", "1"], ["detect", f["csv"], "--train-fraction", "0.01"],
         ["detect", f["csv"], "--output", f["dir"]], ["detect", f["csv"], "--plot", f["file"] / "p.png"],
         ["detect", f["csv"], "--method", "vibes"], ["detect", f["csv"], "--z", "-1"],
-        # music (classification, translation and speech cases join as their groups land)
+        # music
         ["music", "train", f["mid"], "--out", out], ["music", "train", f["mat"], "--out", out],
         ["music", "train", d / "missing.mid", "--out", out], ["music", "generate", d / "no-run", "--out", "x.mid"],
         ["music", "eval", run],
+        # text classification
+        ["classify", "train", f["empty"], "--out", out], ["classify", "train", f["nolabel"], "--out", out],
+        ["classify", "train", f["oneclass"], "--out", out], ["classify", "train", f["labelled"], "--max-chars", "3",
+                                                           "--out", out],
+        ["classify", "train", f"pos={f['latin']}", f"neg={f['text']}", "--out", out],
+        ["classify", "train", d / "missing.csv", "--out", out], ["classify", "train", f["labelled"], "--lr", "-1"],
+        ["classify", "predict", d / "no-run", "good"], ["classify", "eval", run, f["labelled"]],
+        ["classify", "cv", f["labelled"], "--folds", "1"], ["classify", "cv", f["oneclass"]],
+        # translation
+        ["translate", "train", "--src", f["empty"], "--tgt", f["empty"], "--out", out],
+        ["translate", "train", "--src", f["src"], "--tgt", f["tgt_short"], "--out", out],
+        ["translate", "train", "--src", f["src"], "--tgt", f["gaps"], "--out", out],
+        ["translate", "train", "--src", d / "missing.de", "--tgt", f["tgt"], "--out", out],
+        ["translate", "train", "--src", f["src"], "--tgt", f["tgt"], "--max-chars", "3", "--out", out],
+        ["translate", "predict", d / "no-run", "ein hund"], ["translate", "predict", run, "ein hund"],
+        ["translate", "eval", d / "no-run", "--src", f["src"], "--ref", f["tgt"]],
+        # speech
+        ["speech", "train", f["speechdir"], "--out", out], ["speech", "train", f["badtsv"], "--out", out],
+        ["speech", "train", d / "nowhere", "--out", out], ["speech", "train", f["dir"], "--format", "fsdd",
+                                                          "--out", out],
+        ["speech", "transcribe", d / "no-run", f["wav"]], ["speech", "transcribe", run, f["wav"]],
+        ["speech", "eval", d / "no-run", f["speechdir"]],
     ]
     return [[str(a).replace("{i}", str(i)) for a in args] for i, args in enumerate(c)]
 
@@ -173,7 +211,8 @@ def main() -> None:
                                   stdin=subprocess.DEVNULL, timeout=600)
             err = proc.stderr.strip()
             ok = proc.returncode != 0 and "Traceback" not in err and len(err.splitlines()) == 1
-            group = argv[0] if argv[0] not in ("forecast", "music") else " ".join(argv[:2])
+            grouped = ("forecast", "music", "classify", "translate", "speech")
+            group = " ".join(argv[:2]) if argv[0] in grouped else argv[0]
             g = groups.setdefault(group, {"command": group, "cases": 0, "one-line error, non-zero exit": 0})
             g["cases"] += 1
             g["one-line error, non-zero exit"] += int(ok)
