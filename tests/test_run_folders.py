@@ -178,3 +178,53 @@ def test_eval_leaves_out_characters_the_model_cannot_score(finished, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "40 characters outside the vocabulary left out" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1].split()[-2] == "bpc"
+
+
+def tmpfs(path: Path, *options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(["size=1m", *options]), "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_read_only_and_full_folders_are_one_line_errors(small_corpus, tmp_path):
+    ro, full = tmp_path / "ro", tmp_path / "full"
+    if not (tmpfs(ro, "ro") and tmpfs(full)):
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        assert_one_line_error(rnnkit_cli("train", small_corpus, *TINY, *STEPS, "--out", ro / "r"),
+                              "Read-only file system")
+        big = tmp_path / "big.txt"  # its token file cannot fit in 1 MiB
+        big.write_text(small_corpus.read_text(encoding="utf-8") * 30, encoding="utf-8")
+        assert_one_line_error(rnnkit_cli("train", big, *TINY, *STEPS, "--out", full / "r"), "No space left")
+        assert not list((full / "r").glob(".*.tmp"))
+    finally:
+        for m in (ro, full):
+            subprocess.run(["umount", str(m)], capture_output=True)
+
+
+def test_a_checkpoint_describing_a_huge_model_is_refused_before_allocating(finished, tmp_path):
+    state = torch.load(finished / "best.pt", weights_only=True)
+    meta = json.loads(state["meta"])
+    meta["model"]["hidden"] = 10**9
+    state["meta"] = json.dumps(meta)
+    torch.save(state, tmp_path / "huge.pt")
+    assert_one_line_error(rnnkit_cli("sample", tmp_path / "huge.pt"), "choose a smaller model")
+
+
+def test_a_task_that_cannot_resume_says_so_when_interrupted(tmp_path):
+    import signal as signals
+
+    from rnnkit.errors import TrainingStopped
+    from rnnkit.tasks.forecast import ForecastNet, ForecastTask, NetConfig, Windows
+    from rnnkit.training.config import TrainConfig
+    from rnnkit.training.fit import fit
+
+    class Inner(ForecastTask):  # the detector's inner training: no description, so no resume
+        def training_loss(self, epoch, index):
+            signals.raise_signal(signals.SIGINT)
+            return super().training_loss(epoch, index)
+
+    w = Windows(torch.randn(16, 8, 1), torch.zeros(16, 1, 0), torch.randn(16, 1, 1))
+    task = Inner(ForecastNet(NetConfig(input_len=8, horizon=1, hidden=4, likelihood="mse")), w, None, 8, seed=0)
+    with pytest.raises(TrainingStopped, match="this task trains afresh each time: run it again"):
+        fit(task, TrainConfig(max_steps=5, precision="fp32"), tmp_path / "inner", progress=False)
