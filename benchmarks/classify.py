@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from classify_baselines import parse_options  # noqa: E402
 from common import machine, table  # noqa: E402
 
 from rnnkit.data.labelled_text import LabelledText, load_labelled  # noqa: E402
@@ -64,19 +65,7 @@ def parse_setting(spec: str, vectors: str | None) -> tuple[str, dict[str, Any]]:
     name, _, rest = spec.partition(":")
     if name not in SETTINGS:
         raise RnnkitError(f"unknown setting {name!r}; choose one of {', '.join(SETTINGS)}")
-    options = dict(SETTINGS[name])
-    for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise RnnkitError(f"setting option {item!r} in {spec!r} is not key=value")
-        for cast in (int, float):
-            try:
-                options[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            options[key] = {"true": True, "false": False}.get(value.lower(), value)
+    options = {**SETTINGS[name], **parse_options(rest, spec)}
     if name == "vectors":
         if not vectors:
             raise RnnkitError("the vectors setting needs --vectors FILE (GloVe or word2vec text format)")

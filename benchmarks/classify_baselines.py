@@ -36,14 +36,14 @@ SENTIMENT = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment
 RT_POLARITY = [f"pos={SENTIMENT / 'rt-polarity.pos'}", f"neg={SENTIMENT / 'rt-polarity.neg'}"]
 
 
-def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"tfidf-lr:C=10,ngram=1"`` as ``("tfidf-lr", {"C": 10.0, "ngram": 1})``; numbers and booleans typed."""
-    name, _, rest = spec.partition(":")
+
+def parse_options(rest: str, spec: str) -> dict[str, Any]:
+    """``"C=10,ngram=1"`` as ``{"C": 10.0, "ngram": 1}``: numbers and booleans typed, other values as text."""
     options: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, sep, value = item.partition("=")
         if not sep:
-            raise RnnkitError(f"model option {item!r} in {spec!r} is not key=value")
+            raise RnnkitError(f"option {item!r} in {spec!r} is not key=value")
         for cast in (int, float):
             try:
                 options[key] = cast(value)
@@ -52,6 +52,13 @@ def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
                 continue
         else:
             options[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return options
+
+
+def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"tfidf-lr:C=10,ngram=1"`` as ``("tfidf-lr", {"C": 10.0, "ngram": 1})``; numbers and booleans typed."""
+    name, _, rest = spec.partition(":")
+    options = parse_options(rest, spec)
     make_baseline(name, **options)  # refuse a bad name or option before any fold runs
     return name, options
 
