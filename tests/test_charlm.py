@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import rnnkit
 from rnnkit.data.text import Vocab
 from rnnkit.errors import RnnkitError
+from rnnkit.nn.cells import CELLS
 from rnnkit.nn.stepping import Picker, StepGenerator
 from rnnkit.tasks.charlm import CharLM, ModelConfig, recommended
 
@@ -69,7 +70,7 @@ def test_evaluate_matches_the_definition_of_bits_per_character(trained):
     assert got["bpc"] == pytest.approx(nats / math.log(2), rel=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn_relu"])
+@pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("dtype,tol,hidden", [(torch.float32, 1e-5, 24), (torch.bfloat16, 3e-2, 24),
                                               (torch.int8, 6e-2, 32), (torch.int8, 6e-2, 24)])
 def test_step_generator_equals_the_full_model(cell, dtype, tol, hidden):

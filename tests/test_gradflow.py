@@ -18,12 +18,13 @@ from rnnkit.inspect.gradflow import (
     measure,
     summarise,
 )
+from rnnkit.nn.cells import CELLS
 from rnnkit.tasks.charlm import CharLM, ModelConfig
 
 
-@pytest.mark.parametrize("cell", ["rnn", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(CELLS))
 def test_gradient_norms_match_direct_autograd(cell):
-    """‖∂L_T/∂h_t‖ from one backward pass equals, for each t, restarting the fused layer from (h_t, c_t)."""
+    """‖∂L_T/∂h_t‖ from one backward pass equals, for each t, restarting the fused layer from (h_t, c_t, ...)."""
     torch.manual_seed(1)
     model = CharLM(ModelConfig(cell=cell, hidden=6, layers=1, vocab_size=11)).double().eval()
     B, T = 3, 8
@@ -34,10 +35,11 @@ def test_gradient_norms_match_direct_autograd(cell):
     x = model.embed(ids).detach()
     for j in range(T):  # state after step j, i.e. T-1-j steps back
         _, state = model.rnn(x[:, : j + 1])
-        h = (state[0] if isinstance(state, tuple) else state).detach().requires_grad_()
-        c = state[1].detach() if isinstance(state, tuple) else None
+        parts = state if isinstance(state, tuple) else (state,)
+        h = parts[0].detach().requires_grad_()
+        rest = tuple(p.detach() for p in parts[1:])  # c, for an LSTM
         if j < T - 1:
-            out, _ = model.rnn(x[:, j + 1:], (h, c) if c is not None else h)
+            out, _ = model.rnn(x[:, j + 1:], (h, *rest) if rest else h)
             last = out[:, -1]
         else:
             last = h[-1]

@@ -59,6 +59,9 @@ class CellType:
     init_schemes: ClassVar[tuple[str, ...]] = ("default", "orthogonal")
     forget_gate: ClassVar[int | None] = None    # gate block of an LSTM-style forget gate (forget1, chrono)
     input_gate: ClassVar[int | None] = None
+    # the bias vectors added to the gate pre-activations: forget1 and chrono set the forget and
+    # input gates' entries of the first one present and zero them in the others
+    gate_biases: ClassVar[tuple[str, ...]] = ("bias_ih", "bias_hh")
 
     @property
     def state_size(self) -> int:

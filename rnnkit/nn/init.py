@@ -9,7 +9,8 @@ Each cell lists the schemes that fit it (``CellType.init_schemes``).
   the identity, biases 0, input weights small Gaussian (std 0.001).
 - ``forget1``: PyTorch's default, then the LSTM forget-gate bias at 1 (Gers et al. 2000;
   Jozefowicz et al. 2015), so the cell starts by remembering; the forget and input gates'
-  recurrent biases are zeroed, so the input-side biases alone set the gates' starting values.
+  entries of the other gate biases (``CellType.gate_biases``: the recurrent bias of torch's
+  LSTM) are zeroed, so one bias alone sets the gates' starting values.
 - ``chrono``: chrono initialisation (Tallec and Ollivier 2018) for LSTMs: forget bias
   log(u), u ~ U[1, T_max - 1], input bias its negative; the memory's time scales then
   spread up to ``T_max`` steps.
@@ -49,8 +50,8 @@ def init_recurrent(layer: RecurrentLayer, scheme: str = "default", t_max: int = 
             biases = [b for role, b in w.items() if role.startswith("bias")]
             if scheme == "orthogonal":
                 nn.init.xavier_uniform_(w["weight_ih"])
-                for g in range(cell.gates):
-                    nn.init.orthogonal_(w[cell.recurrent_weight][g * hidden:(g + 1) * hidden])
+                for block in w[cell.recurrent_weight].split(hidden):  # each square gate block
+                    nn.init.orthogonal_(block)
                 for b in biases:
                     b.zero_()
             elif scheme == "identity":
@@ -58,17 +59,22 @@ def init_recurrent(layer: RecurrentLayer, scheme: str = "default", t_max: int = 
                 w[cell.recurrent_weight].copy_(torch.eye(hidden))
                 for b in biases:
                     b.zero_()
-            elif biases:  # forget1, chrono: the gate biases of an LSTM-style cell
+            else:  # forget1, chrono: the gate biases of an LSTM-style cell (none without bias)
+                gate_biases = [w[role] for role in cell.gate_biases if role in w]
+                if not gate_biases:
+                    continue
                 forget = slice(cell.forget_gate * hidden, (cell.forget_gate + 1) * hidden)
                 inputs = slice(cell.input_gate * hidden, (cell.input_gate + 1) * hidden)
-                w["bias_hh"][forget] = 0.0
-                w["bias_hh"][inputs] = 0.0
+                first, *others = gate_biases
+                for b in others:
+                    b[forget] = 0.0
+                    b[inputs] = 0.0
                 if scheme == "forget1":
-                    w["bias_ih"][forget] = 1.0
+                    first[forget] = 1.0
                 else:
                     u = torch.empty(hidden).uniform_(1, max(2, t_max - 1))
-                    w["bias_ih"][forget] = torch.log(u)
-                    w["bias_ih"][inputs] = -torch.log(u)
+                    first[forget] = torch.log(u)
+                    first[inputs] = -torch.log(u)
 
 
 def spectral_radius(weight: torch.Tensor, hidden: int) -> float:
