@@ -14,7 +14,8 @@ Conventions, as in ``torch.nn``: a layer and direction holds ``weight_ih`` (``G*
 blocks of ``H`` units, stacked in torch's gate order, so weights load to and from
 ``torch.nn.RNN/LSTM/GRU`` (and their ``*Cell`` versions). Inside rnnkit a state is always a
 tuple of tensors, ``h`` first; the public layers and cells hand out ``h`` alone for one-part
-states and ``(h, c)`` for the LSTM, as torch does.
+states and ``(h, c)`` for the LSTM, as torch does. Cells with other parameters (the
+layer-normalised and multiplicative LSTMs) name and describe them in their docstrings.
 
 One step is split in two, as the maths is: :meth:`CellType.project` computes the input's
 contribution for all time steps at once (one large matrix product), and :meth:`CellType.step`
@@ -158,6 +159,145 @@ class LSTMType(CellType):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
+LN_EPS = 1e-5  # as torch.nn.LayerNorm
+
+
+class LayerNormLSTM(CellType):
+    r"""Layer-normalised LSTM (Ba, Kiros and Hinton 2016, "Layer Normalization", their LSTM appendix).
+
+    .. math::
+        (i, f, g, o) = \mathrm{LN}(W_{ih} x; \alpha_{ih}, \beta_{ih})
+                     + \mathrm{LN}(W_{hh} h; \alpha_{hh}, \beta_{hh}) + b \\
+        c' = \sigma(f) \odot c + \sigma(i) \odot \tanh(g) \qquad
+        h' = \sigma(o) \odot \tanh(\mathrm{LN}(c'; \alpha_c, \beta_c))
+
+    with :math:`\mathrm{LN}(z; \alpha, \beta) = \alpha \odot (z - \mu(z)) / \sqrt{\mathrm{var}(z) + \epsilon}
+    + \beta`, mean and (biased) variance over the elements of one vector, :math:`\epsilon = 10^{-5}`.
+
+    The two products are each normalised over the **whole** ``4H`` gate vector, not gate by
+    gate: the paper defines LN on the summed inputs of a layer (``W_h h`` and ``W_x x`` as a
+    whole, its ``LN: R^D -> R^D`` with ``D = 4H``), and so do the authors' code and PyTorch's
+    own layer-norm LSTM benchmark (``benchmarks/fastrnns/custom_lstms.py``). TensorFlow's
+    ``LayerNormBasicLSTMCell`` normalises each gate's block separately, on one product of
+    ``[x, h]``; that is a different cell. The cell state is normalised over its ``H`` units.
+
+    Parameters: ``weight_ih`` (``4H x I``), ``weight_hh`` (``4H x H``), gates stacked i, f, g, o
+    as in ``torch.nn.LSTM``; :math:`b`, ``bias_gates`` (``4H``); the gains :math:`\alpha`,
+    ``ln_ih_gain``, ``ln_hh_gain`` (``4H``) and ``ln_c_gain`` (``H``), initialised to 1; the
+    shifts :math:`\beta`, ``ln_ih_bias``, ``ln_hh_bias`` and ``ln_c_bias``, initialised to 0.
+    ``bias=False`` drops :math:`b` and the shifts, keeping the gains. The input normalisation is
+    per step and per sequence, so :meth:`project` does it (with :math:`b` added) for all steps
+    at once; a step then normalises only ``W_hh h`` and ``c'``. Like the paper's, the three
+    normalisations have their own parameters, and :math:`b` and the two gate shifts add up
+    to one bias (kept apart as in the paper; ``forget1`` and ``chrono`` set :math:`b`).
+
+    ``recurrent_weight`` is ``weight_hh``, the state-to-state matrix; because the normalisation
+    divides out the size of ``W_hh h``, its spectral radius says nothing about exploding or
+    vanishing here (scaling ``weight_hh`` leaves the cell unchanged, up to ``epsilon``).
+    """
+
+    name, summary = "lnlstm", "layer-normalised LSTM (Ba et al. 2016)"
+    gates, state_names, additive = 4, ("h", "c"), False
+    init_schemes = ("default", "orthogonal", "forget1", "chrono")
+    input_gate, forget_gate = 0, 1
+    gate_biases = ("bias_gates", "ln_ih_bias", "ln_hh_bias")
+
+    def parameter_shapes(self, input_size: int, hidden_size: int, bias: bool) -> dict[str, tuple[int, ...]]:
+        g = 4 * hidden_size
+        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (g, input_size), "weight_hh": (g, hidden_size)}
+        if bias:
+            shapes["bias_gates"] = (g,)
+        for part, size in (("ih", g), ("hh", g), ("c", hidden_size)):
+            shapes[f"ln_{part}_gain"] = (size,)
+            if bias:
+                shapes[f"ln_{part}_bias"] = (size,)
+        return shapes
+
+    @torch.no_grad()
+    def reset_parameters(self, weights: Weights, hidden_size: int) -> None:
+        """Weights and ``bias_gates`` as PyTorch's LSTM (uniform in ±1/sqrt(hidden)); gains 1, shifts 0."""
+        bound = 1.0 / math.sqrt(hidden_size)
+        for role, w in weights.items():
+            if role.endswith("_gain"):
+                nn.init.ones_(w)
+            elif role.startswith("ln_"):
+                nn.init.zeros_(w)
+            else:
+                nn.init.uniform_(w, -bound, bound)
+
+    def project(self, x: Tensor, w: Weights, linear: Linear = F.linear) -> Tensor:
+        """``LN(W_ih x) + b`` for any leading shape (the input's shift and ``b`` in one addition)."""
+        shift = w.get("ln_ih_bias")
+        if shift is not None and "bias_gates" in w:
+            shift = shift + w["bias_gates"]
+        xw = linear(x, w["weight_ih"])
+        return F.layer_norm(xw, xw.shape[-1:], w["ln_ih_gain"], shift, LN_EPS)
+
+    def step(self, xw: Tensor, state: State, w: Weights, linear: Linear = F.linear) -> State:
+        h, c = state
+        hw = linear(h, w["weight_hh"])
+        i, f, g, o = (xw + F.layer_norm(hw, hw.shape[-1:], w["ln_hh_gain"], w.get("ln_hh_bias"), LN_EPS)).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        c_norm = F.layer_norm(c, c.shape[-1:], w["ln_c_gain"], w.get("ln_c_bias"), LN_EPS)
+        return torch.sigmoid(o) * torch.tanh(c_norm), c
+
+
+class MultiplicativeLSTM(CellType):
+    r"""Multiplicative LSTM (Krause, Lu, Murray and Renals 2016, "Multiplicative LSTM for sequence modelling").
+
+    .. math::
+        m = (W_{xm} x) \odot (W_{hm} h) \\
+        (i, f, g, o) = W_{ih} x + W_{mh} m + b \\
+        c' = \sigma(f) \odot c + \sigma(i) \odot \tanh(g) \qquad
+        h' = \sigma(o) \odot \tanh(c')
+
+    The gates and the candidate read the intermediate state ``m`` where an LSTM reads ``h``, so
+    each input character selects its own recurrent transition ``W_mh diag(W_xm x) W_hm``. As in
+    the paper, ``m`` has ``H`` units and no bias, and the gates have one bias each.
+
+    Parameters, named from-to as torch names ``weight_ih`` (the paper writes them to-from:
+    its :math:`W_{mx}` is ``W_xm``, its :math:`W_{mh}` is ``weight_hm``, its :math:`W_{*m}` are
+    ``weight_mh``):
+
+    - ``weight_ih`` (``5H x I``): every product of the input, stacked: the gates' ``W_ih``
+      (i, f, g, o, as ``torch.nn.LSTM``) then ``W_xm``, so :meth:`project` is one matrix
+      product over all steps;
+    - ``weight_hm`` (``H x H``): state to ``m``; ``weight_mh`` (``4H x H``): ``m`` to the gates;
+    - ``bias_gates`` (``4H``), the gates' bias (added in the step's ``W_mh m`` product).
+
+    ``recurrent_weight`` is ``weight_hm``, the one matrix that reads the state, and a square
+    one: scaling it scales the step's Jacobian as scaling ``weight_hh`` does in an LSTM, and
+    ``--init orthogonal`` makes it orthogonal (``weight_mh`` keeps its default).
+    """
+
+    name, summary = "mlstm", "multiplicative LSTM (Krause et al. 2016)"
+    gates, state_names, additive = 4, ("h", "c"), False
+    init_schemes = ("default", "orthogonal", "forget1", "chrono")
+    input_gate, forget_gate = 0, 1
+    recurrent_weight = "weight_hm"
+    gate_biases = ("bias_gates",)
+
+    def parameter_shapes(self, input_size: int, hidden_size: int, bias: bool) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (5 * hidden_size, input_size),
+                                              "weight_hm": (hidden_size, hidden_size),
+                                              "weight_mh": (4 * hidden_size, hidden_size)}
+        if bias:
+            shapes["bias_gates"] = (4 * hidden_size,)
+        return shapes
+
+    def project(self, x: Tensor, w: Weights, linear: Linear = F.linear) -> Tensor:
+        """``[W_ih x, W_xm x]`` (``5H`` wide) for any leading shape; the bias joins in the step."""
+        return linear(x, w["weight_ih"])
+
+    def step(self, xw: Tensor, state: State, w: Weights, linear: Linear = F.linear) -> State:
+        h, c = state
+        split = 4 * h.shape[-1]
+        m = xw[..., split:] * linear(h, w["weight_hm"])
+        i, f, g, o = (xw[..., :split] + linear(m, w["weight_mh"], w.get("bias_gates"))).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
 class GRUType(CellType):
     r"""Gated recurrent unit, in PyTorch's (and cuDNN's) formulation.
 
@@ -236,7 +376,7 @@ def cell_names() -> list[str]:
     return list(CELLS)
 
 
-for _cell in (LSTMType, GRUType, ElmanTanh, ElmanReLU):
+for _cell in (LSTMType, GRUType, ElmanTanh, ElmanReLU, LayerNormLSTM, MultiplicativeLSTM):
     register_cell(_cell)
 
 
