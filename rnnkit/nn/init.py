@@ -9,8 +9,9 @@ Each cell lists the schemes that fit it (``CellType.init_schemes``).
   the identity, biases 0, input weights small Gaussian (std 0.001).
 - ``forget1``: PyTorch's default, then the LSTM forget-gate bias at 1 (Gers et al. 2000;
   Jozefowicz et al. 2015), so the cell starts by remembering; the forget and input gates'
-  recurrent biases are zeroed, so the input-side biases alone set the gates' starting values.
-- ``chrono``: chrono initialisation (Tallec and Ollivier 2018) for LSTMs: forget bias
+  recurrent biases (where the cell has them) are zeroed, so the input-side biases alone set the
+  gates' starting values. Also for minLSTM (its gates see the input only).
+- ``chrono``: chrono initialisation (Tallec and Ollivier 2018) for LSTMs and minLSTM: forget bias
   log(u), u ~ U[1, T_max - 1], input bias its negative; the memory's time scales then
   spread up to ``T_max`` steps.
 """
@@ -61,8 +62,9 @@ def init_recurrent(layer: RecurrentLayer, scheme: str = "default", t_max: int = 
             elif biases:  # forget1, chrono: the gate biases of an LSTM-style cell
                 forget = slice(cell.forget_gate * hidden, (cell.forget_gate + 1) * hidden)
                 inputs = slice(cell.input_gate * hidden, (cell.input_gate + 1) * hidden)
-                w["bias_hh"][forget] = 0.0
-                w["bias_hh"][inputs] = 0.0
+                if "bias_hh" in w:  # cells whose gates see the input only have no recurrent bias
+                    w["bias_hh"][forget] = 0.0
+                    w["bias_hh"][inputs] = 0.0
                 if scheme == "forget1":
                     w["bias_ih"][forget] = 1.0
                 else:

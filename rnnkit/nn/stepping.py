@@ -119,9 +119,8 @@ class StepGenerator:
                                         "bias": b_ih + b_hh, **extra})
                 elif self.cell.additive:  # layer 0: the input product and both biases live in the table
                     self.layers.append({"weight_hh": prep(w["weight_hh"]), **extra})
-                else:
-                    self.layers.append({"weight_ih": prep(w["weight_ih"]), "bias_ih": b_ih,
-                                        "weight_hh": prep(w["weight_hh"]), "bias_hh": b_hh, **extra})
+                else:  # the cell's own step on its own parameters: matrices stored in dtype, vectors in float32
+                    self.layers.append({role: prep(v) if v.dim() == 2 else v for role, v in w.items()})
             # layer 0's input projection of a one-hot token is a row of E W_ih^T + biases: a lookup
             w0 = cpu[0]
             table = self.cell.project(embedding.weight.detach().float().cpu(), w0)
@@ -147,7 +146,7 @@ class StepGenerator:
     def _layer_step(self, k: int, x: Tensor | None, token: Tensor, state: State) -> State:
         w = self.layers[k]
         if not self.cell.additive:
-            xw = self.table.index_select(0, token) if k == 0 else matvec(x, w["weight_ih"], w["bias_ih"])
+            xw = self.table.index_select(0, token) if k == 0 else matvec(x, w["weight_ih"], w.get("bias_ih"))
             return self.cell.step(xw, state, w, linear=matvec)
         if k == 0:
             pre = matvec(state[0], w["weight_hh"], self.table.index_select(0, token))

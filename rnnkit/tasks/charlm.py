@@ -62,10 +62,9 @@ class ModelConfig:
                 raise RnnkitError(f"--{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise RnnkitError(f"--dropout must be in [0, 1), got {self.dropout}")
-        # embedding and output layer (a vocabulary of ~100) plus each layer's gate blocks, as an LSTM's
-        gates = CELLS[self.cell].gates
-        n_params = (2 * max(self.vocab_size, 100) * self.hidden
-                    + self.layers * gates * (2 * self.hidden + 2) * self.hidden)
+        # embedding and output layer (a vocabulary of ~100) plus each layer's own parameters
+        shapes = CELLS[self.cell].parameter_shapes(self.hidden, self.hidden, True).values()
+        n_params = 2 * max(self.vocab_size, 100) * self.hidden + self.layers * sum(math.prod(s) for s in shapes)
         check_fits_in_memory(n_params, f"--hidden {self.hidden} --layers {self.layers}")
 
 
