@@ -238,7 +238,7 @@ class ScanCell(CellType):
         return out, ((out[-1],) if lengths is None else (last_valid(out, lengths),))
 
 
-def log_space_scan(log_a: Tensor, log_b: Tensor, h0: Tensor) -> Tensor:
+def log_space_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, chunk: int = 128) -> Tensor:
     r"""Every :math:`h_t = a_t h_{t-1} + b_t` (``t`` along dim 0) at once, from ``log a``, ``log b`` and any ``h0``.
 
     With :math:`A_t = \prod_{s \le t} a_s`,
@@ -249,11 +249,20 @@ def log_space_scan(log_a: Tensor, log_b: Tensor, h0: Tensor) -> Tensor:
     (Heinsen 2023): a cumulative sum and a cumulative log-sum-exp, both parallel over time.
     ``h0`` may be negative or zero (a state carried from an earlier segment, or given), so it is
     kept out of the logarithms. Every term is finite for finite inputs (``log b`` is finite,
-    never ``-inf``), and so is every gradient; ``A_t`` underflowing to 0 on long sequences is
-    harmless. ``log a`` and ``log b`` are ``(T, ...)``, ``h0`` broadcasts against one step.
+    never ``-inf``), and so is every gradient; ``A_t`` underflowing to 0 is harmless.
+
+    The scan runs over ``chunk`` steps at a time, each chunk starting from the state the one
+    before ended in: ``log A`` then grows only over a chunk, not over the whole sequence, so
+    ``log b - log A`` keeps ``log b``'s precision in float32 however long the sequence is.
+    ``log a`` and ``log b`` are ``(T, ...)``, ``h0`` broadcasts against one step.
     """
-    log_A = torch.cumsum(log_a, dim=0)
-    return torch.exp(log_A + torch.logcumsumexp(log_b - log_A, dim=0)) + torch.exp(log_A) * h0
+    outputs = []
+    for start in range(0, log_a.shape[0], chunk):
+        log_A = torch.cumsum(log_a[start:start + chunk], dim=0)
+        b_sum = torch.logcumsumexp(log_b[start:start + chunk] - log_A, dim=0)
+        outputs.append(torch.exp(log_A + b_sum) + torch.exp(log_A) * h0)
+        h0 = outputs[-1][-1]
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
 def _g(x: Tensor) -> Tensor:
