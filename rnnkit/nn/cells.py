@@ -297,8 +297,9 @@ class MinGRUType(ScanCell):
 
     def log_coefficients(self, xw: Tensor) -> tuple[Tensor, Tensor]:
         k, candidate = xw.chunk(2, dim=-1)
-        # log(1 - z) = -softplus(k), log z = -softplus(-k)
-        return -F.softplus(k), -F.softplus(-k) + _log_g(candidate)
+        # log(1 - z) = -softplus(k), log z = -softplus(-k) = k - softplus(k)
+        sp = F.softplus(k)
+        return -sp, k - sp + _log_g(candidate)
 
 
 class MinLSTMType(ScanCell):
@@ -330,7 +331,8 @@ class MinLSTMType(ScanCell):
         # log(i / f) = log sigmoid(ki) - log sigmoid(kf) = softplus(-kf) - softplus(-ki), and
         # f / (f + i) = sigmoid(-log(i / f)), i / (f + i) = sigmoid(log(i / f))
         d = F.softplus(-kf) - F.softplus(-ki)
-        return -F.softplus(d), -F.softplus(-d) + _log_g(candidate)
+        sp = F.softplus(d)
+        return -sp, d - sp + _log_g(candidate)
 
 
 def last_valid(out: Tensor, lengths: Tensor) -> Tensor:
