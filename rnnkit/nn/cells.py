@@ -211,7 +211,9 @@ class ScanCell(CellType):
     whole sequence at once (:func:`log_space_scan`, on every device). Its :meth:`step` is the
     same cell written plainly from its equations, as generation and ``impl="loop"`` run it.
     One layer-direction holds ``weight_ih`` (``G*H x I``, its gate blocks stacked) and
-    ``bias_ih`` (``G*H``); there is no recurrent weight.
+    ``bias_ih`` (``G*H``); there is no recurrent weight. The cell is the cell alone: layers stack
+    it like any other, and the extras that papers put around stacked layers (normalisation,
+    residual connections, ...) belong to a model, not to the cell.
     """
 
     additive = False
