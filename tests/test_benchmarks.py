@@ -19,6 +19,15 @@ def test_benchmark_script_runs(script):
     assert "| " in proc.stdout  # printed a table
 
 
+def test_scan_speed_times_cells_by_name_and_skips_unknown_ones():
+    proc = subprocess.run([sys.executable, str(BENCH / "scan_speed.py"), "--smoke", "--cells", "mingru", "nosuchcell"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "# skipped nosuchcell: not a registered cell" in proc.stdout
+    assert "| 16 | mingru |" in proc.stdout and "| 32 | mingru |" in proc.stdout
+    assert "chars/s" in proc.stdout and "# command: python " in proc.stdout
+
+
 @pytest.mark.parametrize("command", [
     ["classify.py", "--smoke", "--no-baselines", "--settings", "scratch"],
     ["translate.py", "--smoke"],

@@ -342,6 +342,144 @@ def _gru_cpu_kernel(x: Tensor, state: State, w: Weights, lengths: Tensor | None)
     return out, ((last,) if lengths is None else (last_valid(out, lengths),))
 
 
+# --- minimal gated cells: gates from the input only, trained by a parallel scan over time -----
+
+class ScanCell(CellType):
+    r"""A cell whose gates read the input only, so that its step is linear in the state:
+    :math:`h_t = a_t \odot h_{t-1} + b_t` with :math:`a_t \in (0, 1)` and :math:`b_t > 0`
+    functions of :math:`x_t` alone.
+
+    Such a recurrence needs no step-by-step loop: a subclass gives :math:`\log a_t` and
+    :math:`\log b_t` from the input projection (:meth:`log_coefficients`) and the layer runs the
+    whole sequence at once (:func:`log_space_scan`, on every device). Its :meth:`step` is the
+    same cell written plainly from its equations, as generation and ``impl="loop"`` run it.
+    One layer-direction holds ``weight_ih`` (``G*H x I``, its gate blocks stacked) and
+    ``bias_ih`` (``G*H``); there is no recurrent weight. The cell is the cell alone: layers stack
+    it like any other, and the extras that papers put around stacked layers (normalisation,
+    residual connections, ...) belong to a model, not to the cell.
+    """
+
+    additive = False
+    recurrent_weight = None
+    init_schemes = ("default",)
+
+    def parameter_shapes(self, input_size: int, hidden_size: int, bias: bool) -> dict[str, tuple[int, ...]]:
+        g = self.gates * hidden_size
+        return {"weight_ih": (g, input_size), "bias_ih": (g,)} if bias else {"weight_ih": (g, input_size)}
+
+    def log_coefficients(self, xw: Tensor) -> tuple[Tensor, Tensor]:
+        """``log a`` and ``log b`` of every step from the input projections ``xw`` (``... x G*H``)."""
+        raise NotImplementedError
+
+    def sequence_kernel(self, device: torch.device, bias: bool) -> Callable | None:
+        return self._scan_kernel
+
+    def _scan_kernel(self, x: Tensor, state: State, w: Weights, lengths: Tensor | None) -> tuple[Tensor, State]:
+        xw = self.project(x, w)
+        # the scan sums over time: it runs in at least float32 whatever the products ran in (autocast)
+        dtype = torch.promote_types(torch.promote_types(xw.dtype, state[0].dtype), torch.float32)
+        log_a, log_b = self.log_coefficients(xw.to(dtype))
+        out = log_space_scan(log_a, log_b, state[0].to(dtype))
+        return out, ((out[-1],) if lengths is None else (last_valid(out, lengths),))
+
+
+def log_space_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, chunk: int = 128) -> Tensor:
+    r"""Every :math:`h_t = a_t h_{t-1} + b_t` (``t`` along dim 0) at once, from ``log a``, ``log b`` and any ``h0``.
+
+    With :math:`A_t = \prod_{s \le t} a_s`,
+
+    .. math:: h_t = A_t h_0 + A_t \sum_{s \le t} b_s / A_s
+              = A_t h_0 + \exp\big(\log A_t + \operatorname{logcumsumexp}_s(\log b_s - \log A_s)\big)
+
+    (Heinsen 2023): a cumulative sum and a cumulative log-sum-exp, both parallel over time.
+    ``h0`` may be negative or zero (a state carried from an earlier segment, or given), so it is
+    kept out of the logarithms. Every term is finite for finite inputs (``log b`` is finite,
+    never ``-inf``), and so is every gradient; ``A_t`` underflowing to 0 is harmless.
+
+    The scan runs over ``chunk`` steps at a time, each chunk starting from the state the one
+    before ended in: ``log A`` then grows only over a chunk, not over the whole sequence, so
+    ``log b - log A`` keeps ``log b``'s precision in float32 however long the sequence is.
+    ``log a`` and ``log b`` are ``(T, ...)``, ``h0`` broadcasts against one step.
+    """
+    outputs = []
+    for start in range(0, log_a.shape[0], chunk):
+        log_A = torch.cumsum(log_a[start:start + chunk], dim=0)
+        b_sum = torch.logcumsumexp(log_b[start:start + chunk] - log_A, dim=0)
+        outputs.append(torch.exp(log_A + b_sum) + torch.exp(log_A) * h0)
+        h0 = outputs[-1][-1]
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+def _g(x: Tensor) -> Tensor:
+    """The positive activation of minGRU and minLSTM's candidate: ``x + 1/2`` for ``x >= 0``, else ``sigmoid(x)``."""
+    return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+
+
+def _log_g(x: Tensor) -> Tensor:
+    """``log g(x)``, finite everywhere with a finite gradient (``log sigmoid(x) = -softplus(-x)``)."""
+    return torch.where(x >= 0, torch.log(F.relu(x) + 0.5), -F.softplus(-x))
+
+
+class MinGRUType(ScanCell):
+    r"""minGRU (Feng et al. 2024, "Were RNNs All We Needed?"): a GRU whose gates see the input only.
+
+    .. math::
+        z = \sigma(W_{iz} x + b_{iz}) \qquad \tilde h = g(W_{ih} x + b_{ih}) \qquad
+        h' = (1 - z) \odot h + z \odot \tilde h
+
+    with the paper's positive :math:`g(x) = x + \tfrac12` for :math:`x \ge 0`, :math:`\sigma(x)`
+    otherwise (the same in the step and the scan, so both are one function). Blocks are
+    stacked in the order z, h̃. Trained by the parallel scan (:class:`ScanCell`).
+    """
+
+    name, summary = "mingru", "minGRU (Feng et al. 2024): gates from the input only, parallel scan"
+    gates = 2
+
+    def step(self, xw: Tensor, state: State, w: Weights, linear: Linear = F.linear) -> State:
+        k, candidate = xw.chunk(2, dim=-1)
+        z = torch.sigmoid(k)
+        return ((1 - z) * state[0] + z * _g(candidate),)
+
+    def log_coefficients(self, xw: Tensor) -> tuple[Tensor, Tensor]:
+        k, candidate = xw.chunk(2, dim=-1)
+        # log(1 - z) = -softplus(k), log z = -softplus(-k) = k - softplus(k)
+        sp = F.softplus(k)
+        return -sp, k - sp + _log_g(candidate)
+
+
+class MinLSTMType(ScanCell):
+    r"""minLSTM (Feng et al. 2024, "Were RNNs All We Needed?"): an LSTM whose gates see the input only.
+
+    .. math::
+        f = \sigma(W_{if} x + b_{if}) \qquad i = \sigma(W_{ii} x + b_{ii}) \qquad
+        \tilde h = g(W_{ih} x + b_{ih}) \\
+        h' = \frac{f}{f + i} \odot h + \frac{i}{f + i} \odot \tilde h
+
+    with :math:`g` as in minGRU. The gates are normalised, so the state does not grow with
+    time, and there is no cell state apart from ``h``. Blocks are stacked in the order f, i, h̃;
+    ``forget1`` and ``chrono`` set the forget and input biases (with ``chrono`` the forget share
+    ``f / (f + i)`` starts at ``u / (u + 1)``, a memory of about ``u + 1`` steps).
+    """
+
+    name, summary = "minlstm", "minLSTM (Feng et al. 2024): gates from the input only, parallel scan"
+    gates = 3
+    init_schemes = ("default", "forget1", "chrono")
+    forget_gate, input_gate = 0, 1
+
+    def step(self, xw: Tensor, state: State, w: Weights, linear: Linear = F.linear) -> State:
+        kf, ki, candidate = xw.chunk(3, dim=-1)
+        f, i = torch.sigmoid(kf), torch.sigmoid(ki)
+        return ((f * state[0] + i * _g(candidate)) / (f + i),)
+
+    def log_coefficients(self, xw: Tensor) -> tuple[Tensor, Tensor]:
+        kf, ki, candidate = xw.chunk(3, dim=-1)
+        # log(i / f) = log sigmoid(ki) - log sigmoid(kf) = softplus(-kf) - softplus(-ki), and
+        # f / (f + i) = sigmoid(-log(i / f)), i / (f + i) = sigmoid(log(i / f))
+        d = F.softplus(-kf) - F.softplus(-ki)
+        sp = F.softplus(d)
+        return -sp, d - sp + _log_g(candidate)
+
+
 def last_valid(out: Tensor, lengths: Tensor) -> Tensor:
     """Each sequence's output at its last valid step: ``out`` ``(T, B, H)``, lengths ``(B,)`` >= 1."""
     index = (lengths.to(out.device) - 1).view(1, -1, 1).expand(1, out.shape[1], out.shape[2])
@@ -376,7 +514,7 @@ def cell_names() -> list[str]:
     return list(CELLS)
 
 
-for _cell in (LSTMType, GRUType, ElmanTanh, ElmanReLU, LayerNormLSTM, MultiplicativeLSTM):
+for _cell in (LSTMType, GRUType, ElmanTanh, ElmanReLU, LayerNormLSTM, MultiplicativeLSTM, MinGRUType, MinLSTMType):
     register_cell(_cell)
 
 
@@ -444,5 +582,5 @@ class GRUCell(Cell):
         super().__init__("gru", input_size, hidden_size, bias)
 
 
-__all__ = ["CELLS", "Cell", "CellType", "GRUCell", "LSTMCell", "RNNCell", "State", "cell_names", "get_cell",
-           "last_valid", "register_cell"]
+__all__ = ["CELLS", "Cell", "CellType", "GRUCell", "LSTMCell", "RNNCell", "ScanCell", "State", "cell_names",
+           "get_cell", "last_valid", "log_space_scan", "register_cell"]

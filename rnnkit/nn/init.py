@@ -10,8 +10,9 @@ Each cell lists the schemes that fit it (``CellType.init_schemes``).
 - ``forget1``: PyTorch's default, then the LSTM forget-gate bias at 1 (Gers et al. 2000;
   Jozefowicz et al. 2015), so the cell starts by remembering; the forget and input gates'
   entries of the other gate biases (``CellType.gate_biases``: the recurrent bias of torch's
-  LSTM) are zeroed, so one bias alone sets the gates' starting values.
-- ``chrono``: chrono initialisation (Tallec and Ollivier 2018) for LSTMs: forget bias
+  LSTM) are zeroed, so one bias alone sets the gates' starting values. Also for minLSTM (its gates see
+  the input only).
+- ``chrono``: chrono initialisation (Tallec and Ollivier 2018) for LSTMs and minLSTM: forget bias
   log(u), u ~ U[1, T_max - 1], input bias its negative; the memory's time scales then
   spread up to ``T_max`` steps.
 """
