@@ -22,7 +22,7 @@ LETTERS = "abcdefghij"
 def run(small_corpus, tmp_path_factory):
     """A tiny model trained briefly on real text, in its run folder."""
     out = tmp_path_factory.mktemp("dyneval") / "run"
-    model, _ = rnnkit.train(str(small_corpus), out=out, max_steps=40, lr=1e-2, progress=False,
+    model, _ = rnnkit.train(str(small_corpus), out=out, max_steps=80, lr=1e-2, progress=False,
                             hidden=32, layers=1, batch_size=8, seq_len=32, precision="fp32")
     return out
 
