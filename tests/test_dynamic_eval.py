@@ -161,3 +161,13 @@ def test_cli_bad_dynamic_options_are_one_line_errors(run, small_corpus, args, fr
         code = e.code
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and fragment in err, err
+
+
+def test_progress_in_a_log_is_a_line_with_rate_and_eta(monkeypatch, capsys):
+    from rnnkit.tasks import dynamic_eval
+
+    monkeypatch.setattr(dynamic_eval._Bar, "EVERY", 0.0)  # a line per segment instead of a minute apart
+    tiny("gru").evaluate(random_text(120), dynamic=DynamicEval(method="sgd", segment=30), progress=None)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4 and lines[-1].startswith("dynamic evaluation: 119/119 chars")
+    assert all("chars/s" in line and "ETA" in line and "dynamic bpc" in line for line in lines)

@@ -156,8 +156,6 @@ def run_training_tokens(model: CharLM) -> tuple[np.ndarray | None, str]:
     from ..data.text import open_tokens, split_tokens
 
     tokens = open_tokens(run / TOKENS, model._require_vocab())
-    if len(tokens) and int(tokens.max()) >= model.config.vocab_size:
-        return None, f"{run / TOKENS} does not fit the model's vocabulary"
     val_fraction = (origin.get("data") or {}).get("val_fraction", 0.1)
     train, _ = split_tokens(tokens, val_fraction)
     return train, f"{run / TOKENS}"
@@ -255,7 +253,7 @@ def dynamic_segments(model: CharLM, tokens: np.ndarray, settings: DynamicEval) -
                 grads = torch.autograd.grad(loss / (end - start), params, materialize_grads=True)
             static_state, dynamic_state = _detach(static_state), _detach(dynamic_state)
             score = loss.item()
-            if math.isfinite(score) and all(torch.isfinite(torch.stack(torch._foreach_norm(grads)))):
+            if math.isfinite(score) and bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
                 with torch.no_grad():
                     towards = torch._foreach_sub(trained, params)  # theta_g - theta, before the step
                     if settings.method == "rms":
@@ -312,7 +310,7 @@ class _Bar:
             return
         elapsed = time.perf_counter() - self.started
         rate = done / elapsed if elapsed > 0 else 0.0
-        self.progress.update(done / self.total, {**fields, "chars/s": rate})
+        self.progress.update(done / self.total, {**fields, "chars/s": round(rate)})
         if not self.progress.tty and time.perf_counter() - self.last_line >= self.EVERY:
             self.last_line = time.perf_counter()
             eta = (self.total - done) / rate if rate > 0 else float("inf")
