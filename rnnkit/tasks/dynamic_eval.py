@@ -35,6 +35,7 @@ trained weights afresh, as each starts from a zero state.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -170,6 +171,21 @@ def _given_tokens(model: CharLM, given: np.ndarray | str) -> tuple[np.ndarray, s
     return tokens, "train_tokens given"
 
 
+@contextlib.contextmanager
+def _backward_in_eval_mode(device: torch.device) -> Iterator[None]:
+    """cuDNN's recurrent kernels take a backward pass in training mode only, which would turn
+    dropout on; torch's own CUDA kernels take it in eval mode too. Nothing to do on CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.enabled
+    torch.backends.cudnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.enabled = before
+
+
 def _detach(state: Any) -> Any:
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
@@ -199,7 +215,7 @@ def gradient_statistics(model: CharLM, tokens: np.ndarray, segment: int = 50, st
     try:
         for i in range(batches):
             x, y = (t.to(device) for t in batcher.batch(i))
-            with torch.enable_grad():
+            with torch.enable_grad(), _backward_in_eval_mode(device):
                 logits, state = model(x, state)
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
                 grads = torch.autograd.grad(loss, params, materialize_grads=True)
@@ -230,7 +246,7 @@ def dynamic_segments(model: CharLM, tokens: np.ndarray, settings: DynamicEval) -
     model.eval()
     adapted = copy.deepcopy(model)
     trained = [p.detach() for p in model.parameters()]
-    params = list(adapted.parameters())
+    params = [p.requires_grad_(True) for p in adapted.parameters()]
     lr, decay = float(settings.lr), float(settings.decay)
     if settings.method == "rms":
         rms = [r.to(device=device, dtype=p.dtype) for r, p in zip(settings.rms, trained, strict=True)]
@@ -245,7 +261,7 @@ def dynamic_segments(model: CharLM, tokens: np.ndarray, settings: DynamicEval) -
         for start in range(0, len(ids) - 1, settings.segment):
             end = min(start + settings.segment, len(ids) - 1)
             x, y = ids[start:end].unsqueeze(0), ids[start + 1:end + 1]
-            with torch.enable_grad():  # the same forward pass for both scores
+            with torch.enable_grad(), _backward_in_eval_mode(device):  # the same forward pass for both scores
                 logits, static_state = model(x, static_state)
                 static = F.cross_entropy(logits.float().flatten(0, 1), y, reduction="sum").item()
                 logits, dynamic_state = adapted(x, dynamic_state)
