@@ -125,6 +125,10 @@ def cases(f: dict[str, Path], run: Path, fc: Path, d: Path) -> list[list[str]]:
         ["sample", run, "--num-samples", "0"], ["sample", run, "--precision", "fp8"], ["sample", fc],
         ["eval", run, d / "missing.txt"], ["eval", run, f["empty"]], ["eval", run, f["binary"]],
         ["eval", f["evil_pt"], f["text"]], ["eval", run, f["tiny"], "--encoding", "nope"], ["eval", fc, f["text"]],
+        ["eval", run, f["text"], "--dynamic", "--lr", "-1"], ["eval", run, f["text"], "--dynamic", "--segment", "0"],
+        ["eval", run, f["text"], "--dynamic", "--decay", "2"], ["eval", run, f["text"], "--dynamic", "--method", "x"],
+        ["eval", run, f["text"], "--lr", "0.1"], ["eval", run, f["empty"], "--dynamic"],
+        ["eval", run, f["binary"], "--dynamic", "--stats-chars", "2000"],
         # gradflow, neurons, longlag
         ["gradflow", "--cell", "lstmx"], ["gradflow", "--cell", "rnn:nope"], ["gradflow", "--cell", "rnn:default:-1"],
         ["gradflow", "--cell", "lstm:identity"], ["gradflow", "--hidden", "0"], ["gradflow", "--out", "g.txt"],

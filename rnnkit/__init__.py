@@ -9,7 +9,7 @@ _LAZY = {
     "RnnkitError": ".errors", "TrainingStopped": ".errors",
     "RNNCell": ".nn.cells", "LSTMCell": ".nn.cells", "GRUCell": ".nn.cells", "Cell": ".nn.cells",
     "RNN": ".nn.layers", "LSTM": ".nn.layers", "GRU": ".nn.layers", "make_layer": ".nn.layers",
-    "CharLM": ".tasks.charlm", "train": ".tasks.charlm",
+    "CharLM": ".tasks.charlm", "train": ".tasks.charlm", "DynamicEval": ".tasks.dynamic_eval",
     "TrainConfig": ".training.config", "fit": ".training.fit", "resume": ".training.fit", "Task": ".training.task",
     "Trainer": ".training.trainer",
     "Forecaster": ".tasks.forecast", "Detector": ".tasks.anomaly",

@@ -42,6 +42,14 @@ def positive_float(text: str) -> float:
     return _number(text, float, lambda v: v > 0, "positive")
 
 
+def non_negative_float(text: str) -> float:
+    return _number(text, float, lambda v: 0 <= v < float("inf"), "non-negative")
+
+
+def unit_interval(text: str) -> float:
+    return _number(text, float, lambda v: 0 <= v <= 1, "in [0, 1]")
+
+
 def fraction(text: str) -> float:
     return _number(text, float, lambda v: 0 <= v < 1, "in [0, 1)")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import RnnkitError
 from ..nn.cells import cell_names
 from ..training.config import TrainConfig
-from . import fraction, positive_float, positive_int
+from . import fraction, non_negative_float, positive_float, positive_int, unit_interval
 from .options import TRAIN_OPTIONS, add_config_options
 
 ORDER = 10  # place in --help
@@ -63,6 +63,18 @@ def register(sub) -> None:
     e.add_argument("--encoding", default="utf-8")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g = e.add_argument_group("dynamic evaluation (Krause et al. 2017): the weights adapt to the text as it is read")
+    g.add_argument("--dynamic", action="store_true",
+                   help="also report the loss with dynamic evaluation, on its own line before the last")
+    g.add_argument("--method", choices=["auto", "rms", "sgd"],
+                   help="rms: steps divided by the RMS of training gradients, decay scaled by it (the paper's "
+                        "best); sgd: plain steps; auto (default): rms when the run's training text is there")
+    g.add_argument("--lr", type=non_negative_float, help="step size (default 1e-4 for rms, 0.05 for sgd)")
+    g.add_argument("--decay", type=unit_interval,
+                   help="pull towards the trained weights per step (default 0.01 for rms, 0.002 for sgd)")
+    g.add_argument("--segment", type=positive_int, help="characters scored between steps (default 50)")
+    g.add_argument("--stats-chars", type=positive_int,
+                   help="training characters read for the rms gradient statistics (default 200000)")
     t.set_defaults(handler=cmd_train)
     s.set_defaults(handler=cmd_sample)
     e.set_defaults(handler=cmd_eval)
@@ -117,19 +129,41 @@ def cmd_sample(args: argparse.Namespace) -> None:
         print(args.prime + text)
 
 
+DYNAMIC_OPTIONS = ("method", "lr", "decay", "segment", "stats_chars")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from ..data.text import read_text, resolve_corpus
-    from ..tasks.charlm import CharLM
+    from ..tasks.charlm import LN2, CharLM
 
+    dynamic = None
+    if args.dynamic:
+        from ..tasks.dynamic_eval import DynamicEval
+
+        dynamic = DynamicEval(**{k: getattr(args, k) for k in DYNAMIC_OPTIONS if getattr(args, k) is not None})
+        dynamic.validate()
+    else:
+        given = [k for k in DYNAMIC_OPTIONS if getattr(args, k) is not None]
+        if given:
+            raise RnnkitError(f"--{given[0].replace('_', '-')} is a setting of dynamic evaluation: add --dynamic")
+    files = resolve_corpus(args.files)
     model = CharLM.load(args.run, args.checkpoint, device=args.device)
-    total_loss = total_chars = 0.0
-    for f in resolve_corpus(args.files):
-        m = model.evaluate(read_text(f, args.encoding))
+    if dynamic is not None:
+        dynamic = dynamic.resolve(model, progress=None)  # gradient statistics once, for every file
+        print(dynamic.describe())
+    total_loss = total_dynamic = total_chars = 0.0
+    for f in files:
+        m = model.evaluate(read_text(f, args.encoding), dynamic=dynamic, progress=None)
         skipped = f"  ({m['skipped']:.0f} characters outside the vocabulary left out)" if m["skipped"] else ""
-        print(f"{f}: {m['chars']:.0f} chars  loss {m['loss']:.4f}  bpc {m['bpc']:.3f}{skipped}")
+        adapted = f"  dynamic loss {m['dynamic_loss']:.4f}  bpc {m['dynamic_bpc']:.3f}" if dynamic else ""
+        print(f"{f}: {m['chars']:.0f} chars  loss {m['loss']:.4f}  bpc {m['bpc']:.3f}{adapted}{skipped}", flush=True)
         total_loss += m["loss"] * m["chars"]
+        total_dynamic += m.get("dynamic_loss", 0.0) * m["chars"]
         total_chars += m["chars"]
     loss = total_loss / total_chars
-    print(f"loss {loss:.4f} nats/char  bpc {loss / 0.6931471805599453:.3f}")
+    if dynamic is not None:
+        dynamic_loss = total_dynamic / total_chars
+        print(f"dynamic loss {dynamic_loss:.4f} nats/char  bpc {dynamic_loss / LN2:.3f}")
+    print(f"loss {loss:.4f} nats/char  bpc {loss / LN2:.3f}")
 
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from ..training.fit import fit, prepare_run_folder
 from ..training.fit import resume as resume_run
 from ..training.task import Task, find_task, register_task
 from ..training.trainer import TrainResult, checkpoint_meta
+
+if TYPE_CHECKING:
+    from .dynamic_eval import DynamicEval
 
 LN2 = math.log(2)
 
@@ -79,6 +82,7 @@ class CharLM(nn.Module):
         super().__init__()
         config.validate()
         self.config, self.vocab = config, vocab
+        self.origin: dict[str, Any] | None = None  # the run folder it was loaded from (see load)
         self.embed = nn.Embedding(config.vocab_size, config.hidden)
         self.rnn = make_layer(config.cell, config.hidden, config.hidden, config.layers,
                               dropout=config.dropout if config.layers > 1 else 0.0, batch_first=True)
@@ -112,8 +116,17 @@ class CharLM(nn.Module):
 
     @classmethod
     def load(cls, run: str | Path, which: str = "best", device: str = "auto") -> CharLM:
-        """Load a run folder's ``best`` (or ``last``) checkpoint, or a checkpoint file itself."""
-        return cls.from_checkpoint(load_checkpoint(checkpoint_path(run, which))).to(resolve_device(device))
+        """Load a run folder's ``best`` (or ``last``) checkpoint, or a checkpoint file itself.
+
+        The model remembers its run folder (the checkpoint's folder), where dynamic evaluation
+        finds the training text for its gradient statistics.
+        """
+        path = checkpoint_path(run, which)
+        state = load_checkpoint(path)
+        model = cls.from_checkpoint(state).to(resolve_device(device))
+        meta = checkpoint_meta(state)
+        model.origin = {"run": path.parent, "data": meta.get("data"), "tokens": meta.get("tokens")}
+        return model
 
     # --- using a trained model -----------------------------------------------------------
     def _require_vocab(self) -> Vocab:
@@ -121,13 +134,20 @@ class CharLM(nn.Module):
             raise RnnkitError("this model has no vocabulary; load it from a run")
         return self.vocab
 
-    @torch.no_grad()
-    def evaluate(self, text: str, streams: int = 1, chunk: int = 1024) -> dict[str, float]:
+    def evaluate(self, text: str, streams: int = 1, chunk: int = 1024, dynamic: DynamicEval | bool | None = None,
+                 train_tokens: np.ndarray | str | None = None, progress: bool | None = False) -> dict[str, Any]:
         """Loss of ``text`` in nats and bits per character, state carried along the text.
 
         Characters outside the vocabulary map to its unknown character when it has one (a capped
         vocabulary), and count against the model like any other; otherwise the model cannot
         score them at all, and they are left out (``skipped`` says how many).
+
+        ``dynamic`` (``True`` or :class:`rnnkit.tasks.dynamic_eval.DynamicEval` settings) adds
+        dynamic evaluation: one stream read segment by segment, the weights of a copy of the
+        model adapting as it reads; the result then also has ``dynamic_loss``, ``dynamic_bpc``
+        and the settings used (``streams`` and ``chunk`` do not apply). Its ``rms`` method
+        takes gradient statistics from the run's training text, or from ``train_tokens``.
+        ``progress`` (None: on a terminal) shows its progress. The model's weights are unchanged.
         """
         vocab = self._require_vocab()
         skipped = 0
@@ -137,7 +157,13 @@ class CharLM(nn.Module):
                 kept = text.translate({ord(c): None for c in unknown})
                 skipped, text = len(text) - len(kept), kept
         tokens = vocab.encode(text, strict=False)
-        loss = stream_loss(self, tokens, streams, chunk, next(self.parameters()).device)
+        if dynamic is not None and dynamic is not False:
+            from .dynamic_eval import DynamicEval, dynamic_evaluate
+
+            settings = DynamicEval() if dynamic is True else dynamic
+            return {**dynamic_evaluate(self, tokens, settings, train_tokens, progress), "skipped": float(skipped)}
+        with torch.no_grad():
+            loss = stream_loss(self, tokens, streams, chunk, next(self.parameters()).device)
         return {"loss": loss, "bpc": loss / LN2, "chars": float(len(tokens) - 1), "skipped": float(skipped)}
 
     @torch.no_grad()
