@@ -1,8 +1,14 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # one worker per core (``-n auto``): a worker's torch, and every command it starts, on one thread,
+    # since OpenMP threads that wait for a busy core spin instead of sleeping
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHAKESPEARE = SHARED / "text" / "tinyshakespeare.txt"
