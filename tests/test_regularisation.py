@@ -169,6 +169,23 @@ def test_variational_dropout_between_layers_is_one_mask_per_sequence(impl, how):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_variational_kinds_replace_per_step_dropout_only_where_they_act():
+    """A task's --dropout keeps its meaning elsewhere; between layers (and, in the character model,
+    on the output) a variational rate takes its place."""
+    cfg = dict(cell="lstm", hidden=8, layers=2, vocab_size=5, dropout=0.3)
+    plain = CharLM(ModelConfig(**cfg))
+    assert plain.rnn.dropout == 0.3 and plain.drop.p == 0.3
+    between = CharLM(ModelConfig(**cfg, variational_dropout=0.2))
+    assert between.rnn.dropout == 0 and between.rnn.variational_dropout == 0.2 and between.drop.p == 0.3
+    torch.manual_seed(0)
+    out = CharLM(ModelConfig(**cfg, output_dropout=0.5)).train()
+    x = torch.randint(0, 5, (3, 6))
+    _, _, (raw, dropped) = out(x, outputs=True)
+    kept = dropped != 0
+    assert torch.equal(kept, kept[:1].expand_as(kept))  # one mask per sequence, not the per-step --dropout
+    torch.testing.assert_close(dropped[kept], raw[kept] * 2)
+
+
 # --- around the layer: embedding dropout, AR, TAR, tying -----------------------------------------
 
 def test_embedding_dropout_drops_whole_rows():
@@ -268,8 +285,8 @@ def test_rnnkit_train_with_every_regulariser_then_sample_eval_and_resume(corpus,
 @pytest.mark.parametrize("flags,fragment", [
     (["--weight-drop", "1.5"], "--weight-drop: must be in [0, 1)"),
     (["--ar", "-1"], "--ar: must be >= 0"),
-    (["--dropout", "0.2", "--variational-dropout", "0.2"], "give one of them"),
-    (["--dropout", "0.2", "--output-dropout", "0.2"], "give one of them"),
+    (["--input-dropout", "1"], "--input-dropout: must be in [0, 1)"),
+    (["--tar", "x"], "--tar: expected a number"),
 ])
 def test_bad_values_are_one_line_errors(corpus, tmp_path, capsys, flags, fragment):
     try:
@@ -307,3 +324,74 @@ def test_a_run_from_before_the_regularisers_still_loads_and_resumes(corpus, tmp_
         rnnkit.train(resume=run_dir, max_steps=3, weight_drop=0.5, progress=False)
     _, result = rnnkit.train(resume=run_dir, max_steps=3, weight_drop=0.0, progress=False)
     assert result.steps == 3
+
+
+# --- the layer options in the other tasks --------------------------------------------------------
+
+LAYER_FLAGS = ["--weight-drop", "0.5", "--variational-dropout", "0.2"]
+
+
+@pytest.mark.parametrize("command", [["forecast", "fit"], ["forecast", "backtest"], ["classify", "train"],
+                                     ["music", "train"], ["speech", "train"]])
+def test_every_task_with_dropout_takes_the_layer_options(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--weight-drop" in out and "--variational-dropout" in out
+    with pytest.raises(SystemExit) as e:
+        main([*command, "x", "--weight-drop", "1.5"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "--weight-drop: must be in [0, 1)" in err
+
+
+def test_forecaster_builds_saves_and_loads_the_layer_options(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from rnnkit import Forecaster
+
+    t = np.arange(60)
+    df = pd.DataFrame({"date": pd.date_range("2000-01-01", periods=60, freq="MS"), "y": 10 + np.sin(t / 2)})
+    f = Forecaster(input_len=12, hidden=8, layers=2, dropout=0.3, max_steps=2, progress=False, out=tmp_path / "f",
+                   weight_drop=0.5, variational_dropout=0.2).fit(df, target="y", horizon=2)
+    for net in (f.net, Forecaster.load(tmp_path / "f").net):
+        assert (net.rnn.weight_drop, net.rnn.variational_dropout, net.rnn.dropout) == (0.5, 0.2, 0.0)
+    with pytest.raises(RnnkitError) as e:
+        Forecaster(weight_drop=-1)
+    assert "--weight-drop" in one_line(e)
+
+
+def test_classifier_builds_saves_and_loads_the_layer_options(tmp_path):
+    from test_classify import FAST, synthetic
+
+    from rnnkit.tasks.classify import Classifier
+
+    clf = Classifier(layers=2, max_steps=2, out=tmp_path / "c", weight_drop=0.5, variational_dropout=0.2,
+                     **FAST).fit(synthetic(40))
+    for net in (clf.net, Classifier.load(tmp_path / "c").net):
+        assert (net.rnn.weight_drop, net.rnn.variational_dropout, net.rnn.dropout) == (0.5, 0.2, 0.0)
+        assert net.drop.p == 0.5  # --dropout still drops the embeddings and the pooled vector
+
+
+def test_music_model_builds_saves_and_loads_the_layer_options(tmp_path):
+    from test_music import chorale
+
+    from rnnkit.tasks.music import MusicModel
+
+    m = MusicModel(output="independent", hidden=8, layers=2, seq_len=16, batch_size=2, out=tmp_path / "m",
+                   max_steps=2, weight_drop=0.5, variational_dropout=0.2)
+    m.fit({"train": [chorale(0), chorale(1)], "valid": [chorale(2)]})
+    for net in (m.net, MusicModel.load(tmp_path / "m").net):
+        assert (net.rnn.weight_drop, net.rnn.variational_dropout) == (0.5, 0.2)
+
+
+def test_speech_model_takes_the_layer_options():
+    from rnnkit.tasks.speech import AcousticModel, FeatureConfig, ModelConfig, SpeechRecognizer
+
+    rec = SpeechRecognizer(weight_drop=0.5, variational_dropout=0.2, max_steps=1)
+    cfg = ModelConfig(labels="ab", features=FeatureConfig().to_dict(), **rec.options)
+    rnn = AcousticModel(cfg).rnn
+    assert (rnn.weight_drop, rnn.variational_dropout, rnn.dropout) == (0.5, 0.2, 0.0)
+    old = {k: v for k, v in cfg.__dict__.items() if k not in ("weight_drop", "variational_dropout")}
+    assert AcousticModel(ModelConfig(**old)).rnn.weight_drop == 0  # a checkpoint from before the options

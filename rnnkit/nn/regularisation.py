@@ -41,7 +41,9 @@ AWD_OPTIONS = (*LAYER_REGULARISATION, "embedding_dropout", "input_dropout", "out
 class LayerRegularisation:
     """The recurrent layer's own regularisers, as model options (a base of a task's model config).
 
-    Keyword-only, so a config that inherits them keeps its own positional fields.
+    A task's ``dropout`` keeps its meaning everywhere but between layers, where
+    ``variational_dropout``, when set, takes its place (:meth:`layer_kwargs`). Keyword-only, so a
+    config that inherits them keeps its own positional fields.
     """
 
     weight_drop: float = option(0.0, "DropConnect on the recurrent weight matrix: a fraction of its entries "
@@ -49,20 +51,31 @@ class LayerRegularisation:
     variational_dropout: float = option(0.0, "dropout between stacked layers with one mask per sequence, "
                                              "shared by all its steps (instead of --dropout there)", "fraction")
 
+    @classmethod
+    def checked(cls, cell: str, **options: float | None) -> LayerRegularisation:
+        """The options (``weight_drop``, ``variational_dropout``; None for the default), checked for
+        a layer of ``cell``: what a task's constructor calls before it builds anything."""
+        reg = LayerRegularisation(**{k: v for k, v in options.items() if v is not None})
+        reg.check_layer_options(cell)
+        return reg
+
     def layer_options(self) -> dict[str, float]:
-        """The keyword arguments of :func:`rnnkit.nn.layers.make_layer` these options set."""
+        """These options by name, to pass on (to a task's constructor, say)."""
         return {"weight_drop": self.weight_drop, "variational_dropout": self.variational_dropout}
 
-    def check_layer_options(self, cell: str, dropout: float = 0.0) -> None:
-        """One-line errors for combinations the layer refuses, named as command-line options."""
+    def layer_kwargs(self, dropout: float, layers: int) -> dict[str, float]:
+        """The keyword arguments of :func:`rnnkit.nn.layers.make_layer` for a task whose ``dropout``
+        option applies between its ``layers`` layers unless ``variational_dropout`` replaces it."""
+        between = dropout if layers > 1 and not self.variational_dropout else 0.0
+        return {"dropout": between, **self.layer_options()}
+
+    def check_layer_options(self, cell: str) -> None:
+        """One-line errors for out-of-range values, and for weight drop on a cell without a recurrent matrix."""
         from ..training.config import validate_fields
 
         validate_fields(self)
         if self.weight_drop > 0 and get_cell(cell).recurrent_weight is None:
             raise RnnkitError(f"--weight-drop needs a recurrent weight matrix, and cell {cell!r} has none")
-        if self.variational_dropout > 0 and dropout > 0:
-            raise RnnkitError("--dropout and --variational-dropout both drop the input of layers 2 and up: "
-                              "give one of them")
 
 
 @dataclass(kw_only=True)
@@ -81,11 +94,9 @@ class AWDRegularisation(LayerRegularisation):
                              "change of the last layer's output to the training loss", "nonneg")
     tie_embeddings: bool = option(False, "one matrix for the input embedding and the output layer")
 
-    def check_awd_options(self, cell: str, dropout: float, layers: int) -> None:
-        """One-line errors for out-of-range values and combinations the model refuses."""
-        self.check_layer_options(cell, dropout if layers > 1 else 0.0)
-        if self.output_dropout > 0 and dropout > 0:
-            raise RnnkitError("--dropout and --output-dropout both drop the last layer's output: give one of them")
+    def check_awd_options(self, cell: str) -> None:
+        """One-line errors for out-of-range values, and for weight drop on a cell without a recurrent matrix."""
+        self.check_layer_options(cell)
 
 
 def embedding_dropout(weight: Tensor, p: float, training: bool = True) -> Tensor:

@@ -75,7 +75,7 @@ class ModelConfig(AWDRegularisation):
                 raise RnnkitError(f"--{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise RnnkitError(f"--dropout must be in [0, 1), got {self.dropout}")
-        self.check_awd_options(self.cell, self.dropout, self.layers)
+        self.check_awd_options(self.cell)
         # embedding and output layer (a vocabulary of ~100) plus each layer's gate blocks, as an LSTM's
         gates = CELLS[self.cell].gates
         n_params = (2 * max(self.vocab_size, 100) * self.hidden
@@ -100,9 +100,8 @@ class CharLM(nn.Module):
         config.validate()
         self.config, self.vocab = config, vocab
         self.embed = nn.Embedding(config.vocab_size, config.hidden)
-        self.rnn = make_layer(config.cell, config.hidden, config.hidden, config.layers,
-                              dropout=config.dropout if config.layers > 1 else 0.0, batch_first=True,
-                              **config.layer_options())
+        self.rnn = make_layer(config.cell, config.hidden, config.hidden, config.layers, batch_first=True,
+                              **config.layer_kwargs(config.dropout, config.layers))
         init_recurrent(self.rnn, config.init)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
