@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import RnnkitError
 from ..nn.cells import cell_names
+from ..nn.regularisation import AWD_OPTIONS, AWDRegularisation
 from ..training.config import TrainConfig
 from . import fraction, non_negative_float, positive_float, positive_int, unit_interval
 from .options import TRAIN_OPTIONS, add_config_options
@@ -29,6 +30,9 @@ def register(sub) -> None:
                    help="initialisation of the recurrent layers (see rnnkit.nn.init)")
     g.add_argument("--dropout", type=fraction,
                    help="dropout between layers and before the output (default by budget: 0 or 0.2)")
+    g = t.add_argument_group("regularisation", "AWD-LSTM's regularisers (Merity et al. 2017, arXiv:1708.02182), "
+                             "all off by default")
+    add_config_options(g, AWDRegularisation, AWD_OPTIONS)
     g = t.add_argument_group("data")
     g.add_argument("--seq-len", type=positive_int, help="characters per truncated-BPTT window (default 32)")
     g.add_argument("--batch-size", type=positive_int, help="parallel streams (default 64)")
@@ -80,8 +84,8 @@ def register(sub) -> None:
     e.set_defaults(handler=cmd_eval)
 
 
-CHARLM_OPTIONS = ("cell", "hidden", "layers", "dropout", "init", "seq_len", "batch_size", "val_fraction",
-                  "encoding", "max_vocab")
+CHARLM_OPTIONS = ("cell", "hidden", "layers", "dropout", "init", *AWD_OPTIONS, "seq_len", "batch_size",
+                  "val_fraction", "encoding", "max_vocab")
 
 
 def cmd_train(args: argparse.Namespace) -> None:

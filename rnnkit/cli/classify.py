@@ -15,13 +15,15 @@ from typing import Any
 
 from ..errors import RnnkitError
 from ..nn.cells import cell_names
+from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given
 
 ORDER = 40  # place in --help
 
-MODEL_KEYS = ["cell", "level", "embed", "hidden", "layers", "bidirectional", "pooling", "dropout", "max_vocab",
+MODEL_KEYS = ["cell", "level", "embed", "hidden", "layers", "bidirectional", "pooling", "dropout",
+              *LAYER_REGULARISATION, "max_vocab",
               "min_count", "max_len", "subword_size", "lower", "vectors", "lm", "batch_size", "val_fraction"]
 BUDGETS = ("max_time", "max_steps", "epochs", "device", "eval_every", "patience")
 
@@ -49,6 +51,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="read the text both ways (default on)")
     g.add_argument("--pooling", choices=["max", "mean", "attention", "last"], help="default max")
     g.add_argument("--dropout", type=fraction, help="on embeddings and the pooled vector (default 0.5)")
+    add_config_options(g, LayerRegularisation, LAYER_REGULARISATION)
     g.add_argument("--max-vocab", type=positive_int, help="vocabulary size, <pad> and <unk> included (default 30000)")
     g.add_argument("--min-count", type=positive_int, help="keep tokens seen this often in training (default 1)")
     g.add_argument("--max-len", type=positive_int, help="tokens kept of each text (default 400)")

@@ -7,13 +7,15 @@ from pathlib import Path
 
 from ..errors import RnnkitError
 from ..nn.cells import cell_names
+from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, positive_float, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given
 
 ORDER = 70  # place in --help
 
-MODEL_KEYS = ("output", "cell", "hidden", "layers", "nade_hidden", "dropout", "batch_size", "seq_len", "augment")
+MODEL_KEYS = ("output", "cell", "hidden", "layers", "nade_hidden", "dropout", *LAYER_REGULARISATION, "batch_size",
+              "seq_len", "augment")
 
 
 def semitones(text: str) -> int:
@@ -56,6 +58,7 @@ def register(sub) -> None:
     g.add_argument("--layers", type=positive_int, default=1, help="stacked recurrent layers (default 1)")
     g.add_argument("--nade-hidden", type=positive_int, default=150, help="NADE hidden units (default 150)")
     g.add_argument("--dropout", type=fraction, default=0.0, help="dropout on the recurrent output (default 0)")
+    add_config_options(g, LayerRegularisation, LAYER_REGULARISATION)
     g = t.add_argument_group("training")
     g.add_argument("--batch-size", type=positive_int, default=16, help="chunks per batch (default 16)")
     g.add_argument("--seq-len", type=positive_int, default=100, help="frames per training chunk (default 100)")

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import RnnkitError
 from ..nn.cells import cell_names
+from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, positive_float, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given
@@ -68,6 +69,7 @@ def register(sub) -> None:
     g.add_argument("--hidden", type=positive_int, default=128, help="hidden units per direction (default 128)")
     g.add_argument("--layers", type=positive_int, default=2, help="stacked layers (default 2)")
     g.add_argument("--dropout", type=fraction, default=0.1, help="default 0.1")
+    add_config_options(g, LayerRegularisation, LAYER_REGULARISATION)
     g.add_argument("--stride", type=positive_int, default=2, help="feature frames joined per step (default 2)")
     g.add_argument("--streaming", action="store_true", help="one direction and causal features: a model that "
                    "transcribes while audio arrives (transcribe --stream)")
@@ -146,6 +148,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.format != "fsdd":
         data["split"] = "all"
     rec = SpeechRecognizer(cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
+                           weight_drop=args.weight_drop, variational_dropout=args.variational_dropout,
                            stride=args.stride, streaming=args.streaming, features=args.features, n_mels=args.n_mels,
                            n_mfcc=args.n_mfcc, deltas=args.deltas, sample_rate=args.sample_rate, labels=args.labels,
                            augment=args.spec_augment, batch_size=args.batch_size, val_fraction=args.val_fraction,

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import RnnkitError
 from ..nn.cells import cell_names
+from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, output_file, positive_float, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given
@@ -56,6 +57,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hidden", type=positive_int, help="hidden units (default 64)")
     g.add_argument("--layers", type=positive_int, help="stacked layers (default 1)")
     g.add_argument("--dropout", type=fraction, help="default 0")
+    add_config_options(g, LayerRegularisation, LAYER_REGULARISATION)
     g.add_argument("--likelihood", choices=["quantile", "gaussian", "mse"], help="default quantile")
     g.add_argument("--interval", type=fraction, help="prediction interval coverage (default 0.9)")
     g.add_argument("--log", action=argparse.BooleanOptionalAction, default=None,
@@ -131,8 +133,8 @@ def register(sub) -> None:
     d.set_defaults(handler=cmd_detect)
 
 
-MODEL_KEYS = ["input_len", "mode", "cell", "hidden", "layers", "dropout", "likelihood", "interval", "log",
-              "calendar", "val_size", "batch_size"]
+MODEL_KEYS = ["input_len", "mode", "cell", "hidden", "layers", "dropout", *LAYER_REGULARISATION, "likelihood",
+              "interval", "log", "calendar", "val_size", "batch_size"]
 TRAIN_KEYS = list(TRAIN_OPTIONS)
 
 

@@ -16,6 +16,14 @@ of two ways with the same results:
 
 ``impl="auto"`` (the default) takes the fused path where the cell has one, else the loop.
 
+Regularisation (Merity, Keskar and Socher 2017, "Regularizing and Optimizing LSTM Language
+Models"; Gal and Ghahramani 2016): ``dropout`` drops the input of every layer but the first
+with a new mask at every time step, as torch does. ``variational_dropout`` drops the same
+place with one mask per sequence, shared by all its time steps. ``weight_drop`` is DropConnect
+on the recurrent matrix (the cell's ``recurrent_weight``, ``weight_hh``): in training each
+forward call samples one mask on that matrix, and the same kernel, fused or loop, runs with the
+dropped weights; gradients reach the raw weights. In eval mode all three are the identity.
+
 Variable-length batches: pass a ``PackedSequence`` (packed out, as torch does), or a padded
 batch with ``lengths=`` (one per sequence). Either way each sequence is run as if alone: the
 final state is its state after its own last step, the backward direction starts at its own
@@ -33,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from ..errors import RnnkitError
 from .cells import CellType, State, Weights, get_cell
 
 PublicState = Tensor | tuple[Tensor, ...]
@@ -42,22 +51,34 @@ IMPLS = ("auto", "fused", "loop")
 class RecurrentLayer(nn.Module):
     """A stacked, optionally bidirectional layer of any registered cell (``cell="lstm"``, ``"gru"``, ...).
 
-    Arguments as ``torch.nn.LSTM`` (without ``proj_size``), plus ``cell`` and ``impl``.
+    Arguments as ``torch.nn.LSTM`` (without ``proj_size``), plus ``cell``, ``impl``,
+    ``variational_dropout`` (between layers, one mask per sequence; instead of ``dropout``) and
+    ``weight_drop`` (DropConnect on the recurrent matrix), both in [0, 1).
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 impl: str = "auto", cell: str | CellType = "lstm") -> None:
+                 impl: str = "auto", cell: str | CellType = "lstm", variational_dropout: float = 0.0,
+                 weight_drop: float = 0.0) -> None:
         super().__init__()
         if input_size <= 0 or hidden_size <= 0 or num_layers <= 0:
             raise ValueError("input_size, hidden_size and num_layers must be positive")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), not {dropout}")
+        for name, rate in (("dropout", dropout), ("variational_dropout", variational_dropout),
+                           ("weight_drop", weight_drop)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), not {rate}")
+        if dropout > 0 and variational_dropout > 0:
+            raise ValueError("dropout and variational_dropout both drop the input of layers 2 and up: "
+                             "give one of them")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
         self.cell = get_cell(cell)
+        if weight_drop > 0 and self.cell.recurrent_weight is None:
+            raise RnnkitError(f"weight_drop needs a recurrent weight matrix, and cell {self.cell.name!r} "
+                              "has none (its gates read the input only)")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.variational_dropout, self.weight_drop = float(variational_dropout), float(weight_drop)
         self.bidirectional, self.impl = bidirectional, impl
         self.num_directions = 2 if bidirectional else 1
         self._names: list[list[dict[str, str]]] = []  # [layer][direction]: role -> parameter name
@@ -88,6 +109,7 @@ class RecurrentLayer(nn.Module):
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, cell={self.cell.name!r}"
         for name, default in [("bias", True), ("batch_first", False), ("dropout", 0.0),
+                              ("variational_dropout", 0.0), ("weight_drop", 0.0),
                               ("bidirectional", False), ("impl", "auto")]:
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
@@ -175,7 +197,7 @@ class RecurrentLayer(nn.Module):
         if self._uses_torch_kernel(data.device):
             if sorted_idx is not None:  # the kernel reads the batch sorted by length
                 hx = tuple(h.index_select(1, sorted_idx) for h in hx)
-            out, hx = self._torch_kernel_packed(data, batch_sizes, hx)
+            out, hx = self._torch_kernel_packed(data, batch_sizes, sorted_idx, hx)
             if unsorted_idx is not None:
                 hx = tuple(h.index_select(1, unsorted_idx) for h in hx)
             return PackedSequence(out, batch_sizes, sorted_idx, unsorted_idx), self._public(hx)
@@ -186,27 +208,72 @@ class RecurrentLayer(nn.Module):
         repacked = pack_padded_sequence(out, lengths, enforce_sorted=True)
         return PackedSequence(repacked.data, batch_sizes, sorted_idx, unsorted_idx), self._public(hx)
 
-    def _flat_weights(self) -> list[Tensor]:
-        return [w for layer in range(self.num_layers) for d in range(self.num_directions)
-                for w in self.layer_weights(layer, d).values()]
+    def _run_weights(self) -> list[list[Weights]]:
+        """Every layer and direction's weights for one forward call: ``[layer][direction]``.
 
-    def _kernel_args(self) -> tuple:
-        return (self._flat_weights(), self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        With ``weight_drop`` in training, the recurrent matrix is replaced by a dropped copy,
+        one mask per matrix per call (DropConnect); everything else is the parameters themselves.
+        """
+        weights = [[self.layer_weights(k, d) for d in range(self.num_directions)] for k in range(self.num_layers)]
+        if self.weight_drop > 0 and self.training:
+            role = self.cell.recurrent_weight
+            for per_layer in weights:
+                for w in per_layer:
+                    w[role] = F.dropout(w[role], self.weight_drop, True)
+        return weights
+
+    def _locked_dropout_on(self) -> bool:
+        return self.variational_dropout > 0 and self.training and self.num_layers > 1
+
+    def _locked_mask(self, x: Tensor, batch_sizes: Tensor | None, sorted_idx: Tensor | None) -> Tensor:
+        """One variational-dropout mask per sequence, broadcast over time: for ``(T, B, F)``
+        (``(B, T, F)`` if ``batch_first``) input, or a packed batch's data (``batch_sizes``).
+
+        Masks are drawn in the batch's original order, so a sequence gets the same mask however
+        it is passed (padded, packed, sorted or not).
+        """
+        batch = int(batch_sizes[0]) if batch_sizes is not None else x.shape[0 if self.batch_first else 1]
+        mask = locked_mask(x, batch, self.variational_dropout)
+        if batch_sizes is not None:  # packed rows are time-major: step t holds sorted sequences 0..batch_sizes[t]-1
+            rows = torch.cat([torch.arange(int(b)) for b in batch_sizes]).to(x.device)
+            return mask[sorted_idx[rows] if sorted_idx is not None else rows]
+        return mask.unsqueeze(1 if self.batch_first else 0)
 
     def _torch_kernel(self, input: Tensor, hx: State) -> tuple[Tensor, State]:
-        fn = getattr(torch._VF, self.cell.torch_kernel)
-        with warnings.catch_warnings():
-            # cuDNN copies weights that are not one contiguous block; correct, just slower.
-            warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk.*")
-            result = fn(input, hx if len(hx) > 1 else hx[0], *self._kernel_args(), self.batch_first)
-        return result[0], tuple(result[1:])
+        return self._torch_run(input, None, None, hx)
 
-    def _torch_kernel_packed(self, data: Tensor, batch_sizes: Tensor, hx: State) -> tuple[Tensor, State]:
+    def _torch_kernel_packed(self, data: Tensor, batch_sizes: Tensor, sorted_idx: Tensor | None,
+                             hx: State) -> tuple[Tensor, State]:
+        return self._torch_run(data, batch_sizes, sorted_idx, hx)
+
+    def _torch_run(self, x: Tensor, batch_sizes: Tensor | None, sorted_idx: Tensor | None,
+                   hx: State) -> tuple[Tensor, State]:
+        """Torch's fused kernel over all layers in one call; with variational dropout in training,
+        one call per layer, the locked mask applied between them."""
         fn = getattr(torch._VF, self.cell.torch_kernel)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk.*")
-            result = fn(data, batch_sizes, hx if len(hx) > 1 else hx[0], *self._kernel_args())
-        return result[0], tuple(result[1:])
+        weights = self._run_weights()
+        groups = [[k] for k in range(self.num_layers)] if self._locked_dropout_on() else [list(range(self.num_layers))]
+        per = self.num_directions
+        finals = []
+        for group in groups:
+            if group[0] > 0:
+                x = x * self._locked_mask(x, batch_sizes, sorted_idx)
+            flat = [w for k in group for d in range(per) for w in weights[k][d].values()]
+            h = tuple(s[group[0] * per:(group[-1] + 1) * per] for s in hx)
+            h = h if len(h) > 1 else h[0]
+            args = (flat, self.bias, len(group), self.dropout, self.training, self.bidirectional)
+            with warnings.catch_warnings():
+                # cuDNN copies weights that are not one contiguous block; correct, just slower.
+                warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk.*")
+                if batch_sizes is None:
+                    result = fn(x, h, *args, self.batch_first)
+                else:
+                    result = fn(x, batch_sizes, h, *args)
+            x = result[0]
+            finals.append(result[1:])
+        if len(finals) == 1:
+            return x, tuple(finals[0])
+        return x, tuple(torch.cat([f[i] for f in finals]) for i in range(self.cell.state_size))
 
     def _stacked(self, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
         """Layers bottom to top, each direction a forward scan; ``x`` is ``(T, B, features)``.
@@ -215,6 +282,7 @@ class RecurrentLayer(nn.Module):
         length, so every direction function sees padding only after a sequence's end.
         """
         kernel = self._kernel(x.device)
+        weights = self._run_weights()
         valid = None
         if lengths is not None:
             valid = (torch.arange(x.shape[0]).unsqueeze(1) < lengths.unsqueeze(0)).to(x.device).unsqueeze(-1)
@@ -223,10 +291,12 @@ class RecurrentLayer(nn.Module):
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
                 x = F.dropout(x, self.dropout, self.training)
+            if layer > 0 and self._locked_dropout_on():
+                x = x * locked_mask(x, x.shape[1], self.variational_dropout).unsqueeze(0)
             outputs = []
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
-                w = self.layer_weights(layer, direction)
+                w = weights[layer][direction]
                 xd = x if direction == 0 else reverse_padded(x, lengths)
                 state = tuple(h[k] for h in hx)
                 if kernel is not None:
@@ -293,6 +363,11 @@ class Unrolled:
         return torch.stack(self.part("h", -1))
 
 
+def locked_mask(like: Tensor, batch: int, p: float) -> Tensor:
+    """A ``(batch, features)`` dropout mask (kept units scaled by ``1 / (1 - p)``) to share over time."""
+    return like.new_empty(batch, like.shape[-1]).bernoulli_(1 - p).div_(1 - p)
+
+
 def _check_lengths(lengths: Tensor | list[int], steps: int, batch: int) -> Tensor:
     lengths = torch.as_tensor(lengths).detach().to("cpu", torch.int64)
     if lengths.shape != (batch,):
@@ -348,4 +423,4 @@ def make_layer(cell: str | CellType, input_size: int, hidden_size: int, num_laye
     return RecurrentLayer(input_size, hidden_size, num_layers, cell=cell, **kwargs)
 
 
-__all__ = ["GRU", "LSTM", "RNN", "RecurrentLayer", "Unrolled", "make_layer", "reverse_padded"]
+__all__ = ["GRU", "LSTM", "RNN", "RecurrentLayer", "Unrolled", "locked_mask", "make_layer", "reverse_padded"]

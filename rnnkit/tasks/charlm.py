@@ -31,10 +31,19 @@ from ..io import write_json
 from ..nn.cells import CELLS
 from ..nn.init import init_recurrent
 from ..nn.layers import make_layer
+from ..nn.regularisation import (
+    AWDRegularisation,
+    activation_regularisation,
+    embedding_dropout,
+    locked_dropout,
+    temporal_activation_regularisation,
+    tie_weights,
+    tied_state_dict_hooks,
+)
 from ..nn.stepping import SAMPLE_PRECISIONS, StepGenerator
 from ..training import distributed
 from ..training.checkpoint import load_checkpoint
-from ..training.config import TrainConfig, resolve_device
+from ..training.config import TrainConfig, field_default, resolve_device
 from ..training.fit import fit, prepare_run_folder
 from ..training.fit import resume as resume_run
 from ..training.task import Task, find_task, register_task
@@ -47,8 +56,12 @@ LN2 = math.log(2)
 
 
 @dataclass
-class ModelConfig:
-    """The shape of a character model."""
+class ModelConfig(AWDRegularisation):
+    """The shape of a character model, and its AWD-LSTM regularisers (all off by default).
+
+    The regularisers' fields come from :class:`rnnkit.nn.regularisation.AWDRegularisation`. The
+    embedding is as wide as the hidden layer, so ``tie_embeddings`` always fits.
+    """
 
     cell: str = "lstm"
     hidden: int = 512
@@ -65,6 +78,7 @@ class ModelConfig:
                 raise RnnkitError(f"--{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise RnnkitError(f"--dropout must be in [0, 1), got {self.dropout}")
+        self.check_awd_options(self.cell)
         # embedding and output layer (a vocabulary of ~100) plus each layer's own parameters
         shapes = CELLS[self.cell].parameter_shapes(self.hidden, self.hidden, True).values()
         n_params = 2 * max(self.vocab_size, 100) * self.hidden + self.layers * sum(math.prod(s) for s in shapes)
@@ -73,6 +87,11 @@ class ModelConfig:
 
 class CharLM(nn.Module):
     """Embedding -> stacked recurrent layer -> dropout -> linear over the vocabulary.
+
+    The AWD-LSTM regularisers (Merity et al. 2017) are options of :class:`ModelConfig`, all
+    off by default: embedding dropout, variational dropout on the embedding output, between
+    layers and on the last layer's output, weight drop on the recurrent matrices, AR and TAR
+    (added to the training loss by :class:`CharLMTask`) and tied input and output embeddings.
 
     ``CharLM.load(run_dir)`` gives a trained model with its vocabulary, ready for
     :meth:`sample` and :meth:`evaluate`.
@@ -84,22 +103,35 @@ class CharLM(nn.Module):
         self.config, self.vocab = config, vocab
         self.origin: dict[str, Any] | None = None  # the run folder it was loaded from (see load)
         self.embed = nn.Embedding(config.vocab_size, config.hidden)
-        self.rnn = make_layer(config.cell, config.hidden, config.hidden, config.layers,
-                              dropout=config.dropout if config.layers > 1 else 0.0, batch_first=True)
+        self.rnn = make_layer(config.cell, config.hidden, config.hidden, config.layers, batch_first=True,
+                              **config.layer_kwargs(config.dropout, config.layers))
         init_recurrent(self.rnn, config.init)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
+        if config.tie_embeddings:
+            tie_weights(self.embed, self.head)
+            tied_state_dict_hooks(self, "embed.weight", "head.weight")
 
-    def forward(self, ids: Tensor, state=None) -> tuple[Tensor, Any]:
+    def forward(self, ids: Tensor, state=None, outputs: bool = False) -> tuple[Any, ...]:
         """``ids`` (B, T) -> logits (B, T, vocab) and the final recurrent state.
 
         The work runs time-major, as the recurrent kernels want it: the embedding is looked up
         in (T, B) order and the layer gets a batch-first view of it, so no (B, T) <-> (T, B)
         copies are made on the way in or out, nor in backward. The logits are a (B, T) view of
-        time-major memory.
+        time-major memory. With ``outputs``, a third item: the last layer's output (T, B, H)
+        before and after its dropout, for AR and TAR.
         """
-        out, state = self.rnn(self.embed(ids.t()).transpose(0, 1), state)
-        return self.head(self.drop(out.transpose(0, 1))).transpose(0, 1), state
+        c, training = self.config, self.training
+        if training and c.embedding_dropout > 0:
+            x = F.embedding(ids.t(), embedding_dropout(self.embed.weight, c.embedding_dropout))
+        else:
+            x = self.embed(ids.t())
+        x = locked_dropout(x, c.input_dropout, training)
+        out, state = self.rnn(x.transpose(0, 1), state)
+        raw = out.transpose(0, 1)
+        dropped = locked_dropout(raw, c.output_dropout, training) if c.output_dropout > 0 else self.drop(raw)
+        logits = self.head(dropped).transpose(0, 1)
+        return (logits, state, (raw, dropped)) if outputs else (logits, state)
 
     # --- loading -------------------------------------------------------------------------
     @classmethod
@@ -243,6 +275,7 @@ class CharLMTask(Task):
                  batch_size: int, seq_len: int, device: torch.device | None = None,
                  data_config: DataConfig | None = None) -> None:
         self.model, self.device = model, device or torch.device("cpu")
+        self.ar, self.tar = model.config.ar, model.config.tar  # self.model may become a DDP wrapper
         rank, world = distributed.rank(), distributed.world_size()
         if batch_size % world:
             raise RnnkitError(f"--batch-size {batch_size} must be divisible by the number of processes ({world})")
@@ -260,10 +293,18 @@ class CharLMTask(Task):
         if index == 0:
             self.state = None  # each epoch starts the streams afresh
         x, y = (t.to(self.device, non_blocking=True) for t in self.batcher.batch(index))
-        logits, state = self.model(x, self.state)
+        regularised = self.ar > 0 or self.tar > 0
+        logits, state, *hidden = self.model(x, self.state, outputs=True) if regularised else self.model(x, self.state)
         self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
         # In the logits' time-major memory order, where flattening is free.
-        return F.cross_entropy(logits.transpose(0, 1).float().flatten(0, 1), y.t().flatten()), y.numel()
+        loss = F.cross_entropy(logits.transpose(0, 1).float().flatten(0, 1), y.t().flatten())
+        if regularised:  # AWD-LSTM's AR and TAR on the last layer's output, time-major (T, B, H)
+            raw, dropped = hidden[0]
+            if self.ar > 0:
+                loss = loss + activation_regularisation(dropped.float(), self.ar)
+            if self.tar > 0:
+                loss = loss + temporal_activation_regularisation(raw.float(), self.tar)
+        return loss, y.numel()
 
     def evaluate(self) -> dict[str, float]:
         loss = stream_loss(self.model, self.val_tokens, 64, 512, self.device)
@@ -407,6 +448,8 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     if all(options.get(k) is None for k in ("max_time", "max_steps", "epochs")):
         options["max_time"] = DEFAULT_MAX_TIME
     given = {k: v for k, v in options.items() if v is not None}
+    if "dropout" not in given and (given.get("variational_dropout") or given.get("output_dropout")):
+        given["dropout"] = 0.0  # the variational kinds replace the recommended per-step dropout
     chosen = {**recommended(given.get("max_time") if "max_steps" not in given and "epochs" not in given
                             else None), **given}
     model_cfg, data_cfg, train_cfg = _split({"corpus": list(corpus) if corpus else None, **chosen})
@@ -431,7 +474,9 @@ def _resume(run: Path, corpus, progress, options) -> tuple[CharLM, TrainResult]:
         other = find_task(meta.get("task", ""))
         raise RnnkitError(f"{run} is a {other.name} run, not a character model's; continue it with "
                           f"{other.command} --resume {run}")
-    saved = {**meta["model"], **meta["data"]}
+    # a run from before an option existed had it at its default
+    saved = {**{f.name: field_default(ModelConfig, f.name) for f in fields(ModelConfig)}, **meta["model"],
+             **meta["data"]}
     record = meta.get("tokens")
     if corpus:  # the user names the corpus: rebuild the token file from it if it is missing or damaged
         files = corpus_files(corpus)

@@ -55,6 +55,7 @@ from ..errors import RnnkitError
 from ..io import atomic_write, atomic_write_text, load_tensors, save_tensors
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
+from ..nn.regularisation import LayerRegularisation
 from ..plotting import new_figure, save_figure
 from ..training.checkpoint import load_checkpoint
 from ..training.config import TrainConfig
@@ -74,7 +75,7 @@ Sources = str | os.PathLike | Sequence[str | os.PathLike]  # a table file, a fol
 
 
 @dataclass
-class NetConfig:
+class NetConfig(LayerRegularisation):
     vocab_size: int
     classes: int
     embed: int = 128
@@ -98,7 +99,7 @@ class ClassifierNet(nn.Module):
         with torch.no_grad():
             self.embed.weight[Vocab.pad_id] = 0
         self.rnn = make_layer(cfg.cell, cfg.embed, cfg.hidden, cfg.layers, batch_first=True,
-                              bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+                              bidirectional=cfg.bidirectional, **cfg.layer_kwargs(cfg.dropout, cfg.layers))
         width = cfg.hidden * (2 if cfg.bidirectional else 1)
         if cfg.pooling == "attention":
             self.attn = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1, bias=False))
@@ -381,7 +382,8 @@ class Classifier:
                  vectors: str | Path | None = None,
                  lm: str | Path | None = None, batch_size: int = 32, val_fraction: float = 0.1,
                  out: str | Path | None = None,
-                 progress: bool | None = False, **train_options: Any) -> None:
+                 progress: bool | None = False, weight_drop: float = 0.0, variational_dropout: float = 0.0,
+                 **train_options: Any) -> None:
         if cell not in CELLS:
             raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
         if pooling not in POOLINGS:
@@ -401,8 +403,10 @@ class Classifier:
         unknown = set(train_options) - TRAIN_FIELDS
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
+        reg = LayerRegularisation.checked(cell, weight_drop=weight_drop, variational_dropout=variational_dropout)
         self.net_options = {"embed": embed, "hidden": hidden, "layers": layers, "cell": cell,
-                            "bidirectional": bidirectional, "pooling": pooling, "dropout": dropout}
+                            "bidirectional": bidirectional, "pooling": pooling, "dropout": dropout,
+                            **reg.layer_options()}
         self.data_options = {"level": level, "lower": lower, "max_vocab": max_vocab, "min_count": min_count,
                              "max_len": max_len, "subword_size": subword_size}
         self.vectors, self.lm, self.batch_size, self.val_fraction = vectors, lm, batch_size, val_fraction

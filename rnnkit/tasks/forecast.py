@@ -48,6 +48,7 @@ from ..errors import RnnkitError
 from ..io import load_tensors, save_tensors, write_json
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
+from ..nn.regularisation import LayerRegularisation
 from ..plotting import new_figure, save_figure
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.config import TrainConfig
@@ -61,8 +62,9 @@ LIKELIHOODS = ("quantile", "gaussian", "mse")
 
 
 @dataclass
-class NetConfig:
-    """The shape of a forecasting network (everything needed to rebuild it from a checkpoint)."""
+class NetConfig(LayerRegularisation):
+    """The shape of a forecasting network (everything needed to rebuild it from a checkpoint), and
+    the recurrent layer's regularisers (:class:`rnnkit.nn.regularisation.LayerRegularisation`)."""
 
     n_targets: int = 1
     n_past: int = 0
@@ -95,7 +97,7 @@ class ForecastNet(nn.Module):
         self.cfg = cfg
         in_size = cfg.n_targets + cfg.n_past + cfg.n_future
         self.rnn = make_layer(cfg.cell, in_size, cfg.hidden, cfg.layers, batch_first=True,
-                              dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+                              **cfg.layer_kwargs(cfg.dropout, cfg.layers))
         out = cfg.n_targets * cfg.n_params
         if cfg.mode == "direct":
             self.head = nn.Sequential(
@@ -377,7 +379,8 @@ class Forecaster:
                  hidden: int = 64, layers: int = 1, dropout: float = 0.0, likelihood: str = "quantile",
                  interval: float = 0.9, log: bool = False, calendar: bool = True, window_norm: bool = True,
                  batch_size: int = 32, val_size: int = 0, out: str | Path | None = None,
-                 progress: bool | None = False, num_threads: int | None = 1, **train_options: Any) -> None:
+                 progress: bool | None = False, num_threads: int | None = 1, weight_drop: float = 0.0,
+                 variational_dropout: float = 0.0, **train_options: Any) -> None:
         if mode not in MODES:
             raise RnnkitError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if likelihood not in LIKELIHOODS:
@@ -395,6 +398,8 @@ class Forecaster:
         unknown = set(train_options) - TRAIN_FIELDS
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
+        self.regularisation = LayerRegularisation.checked(cell, weight_drop=weight_drop,
+                                                          variational_dropout=variational_dropout)
         self.options = {"input_len": input_len, "mode": mode, "cell": cell, "hidden": hidden, "layers": layers,
                         "dropout": dropout, "likelihood": likelihood, "interval": interval}
         self.log, self.calendar, self.window_norm = log, calendar, window_norm
@@ -453,7 +458,7 @@ class Forecaster:
         n_cal = ts.calendar_features(series.index[0][:1], series.freq).shape[1] if self.calendar else 0
         cfg = NetConfig(len(series.target_cols), len(series.past_cols), n_cal + len(series.future_cols),
                         input_len, horizon, o["mode"], o["cell"], o["hidden"], o["layers"], o["dropout"],
-                        o["likelihood"], o["interval"])
+                        o["likelihood"], o["interval"], **self.regularisation.layer_options())
         self.scalers = [(ts.Scaler.fit(t, self.log),
                          ts.Scaler.fit(np.concatenate([p, f], axis=1)) if p.shape[1] + f.shape[1] else
                          ts.Scaler(np.zeros(0), np.ones(0)))
@@ -822,7 +827,7 @@ class Forecaster:
             raise RnnkitError(f"{path} holds a {meta.get('task')!r} model, not a forecaster")
         cfg = NetConfig(**meta["model"])
         self = cls(input_len=cfg.input_len, mode=cfg.mode, cell=cfg.cell, hidden=cfg.hidden, layers=cfg.layers,
-                   dropout=cfg.dropout, likelihood=cfg.likelihood, interval=cfg.interval,
+                   dropout=cfg.dropout, likelihood=cfg.likelihood, interval=cfg.interval, **cfg.layer_options(),
                    log=meta["spec"]["log"], calendar=meta["spec"]["calendar"],
                    window_norm=meta["spec"]["window_norm"], **meta.get("options", {}))
         self.spec = _Spec(**meta["spec"])

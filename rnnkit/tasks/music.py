@@ -54,6 +54,7 @@ from ..errors import RnnkitError
 from ..io import load_tensors, save_tensors
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
+from ..nn.regularisation import LayerRegularisation
 from ..training.checkpoint import load_checkpoint
 from ..training.config import TrainConfig
 from ..training.fit import fit, prepare_run_folder
@@ -68,8 +69,9 @@ EVAL_FRAMES = 2048  # frames per chunk when the output is scored: bounds NADE's 
 
 
 @dataclass
-class NetConfig:
-    """The shape of a music network: everything needed to rebuild it from a run folder."""
+class NetConfig(LayerRegularisation):
+    """The shape of a music network: everything needed to rebuild it from a run folder (with the
+    recurrent layer's regularisers, :class:`rnnkit.nn.regularisation.LayerRegularisation`)."""
 
     output: str = "nade"
     cell: str = "lstm"
@@ -86,7 +88,7 @@ class MusicNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.rnn = make_layer(cfg.cell, KEYS, cfg.hidden, cfg.layers, batch_first=True,
-                              dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+                              **cfg.layer_kwargs(cfg.dropout, cfg.layers))
         self.drop = nn.Dropout(cfg.dropout)
         self.bias_v = nn.Linear(cfg.hidden, KEYS)  # independent output: the logits; NADE: b(h_t)
         if cfg.output == "nade":
@@ -397,7 +399,7 @@ class MusicModel:
     def __init__(self, output: str = "nade", cell: str = "lstm", hidden: int = 256, layers: int = 1,
                  nade_hidden: int = 150, dropout: float = 0.0, batch_size: int = 16, seq_len: int = 100,
                  augment: int = 0, out: str | Path | None = None, progress: bool | None = False,
-                 **train_options: Any) -> None:
+                 weight_drop: float = 0.0, variational_dropout: float = 0.0, **train_options: Any) -> None:
         if output not in OUTPUTS:
             raise RnnkitError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
         if cell not in CELLS:
@@ -410,7 +412,8 @@ class MusicModel:
             raise RnnkitError(f"augment must be a whole number of semitones from 0 to 11, got {augment!r}")
         if not 0 <= dropout < 1:
             raise RnnkitError(f"dropout must be in [0, 1), got {dropout}")
-        self.cfg = NetConfig(output, cell, hidden, layers, nade_hidden, dropout)
+        reg = LayerRegularisation.checked(cell, weight_drop=weight_drop, variational_dropout=variational_dropout)
+        self.cfg = NetConfig(output, cell, hidden, layers, nade_hidden, dropout, **reg.layer_options())
         self.batch_size, self.seq_len, self.augment = batch_size, seq_len, augment
         self.out, self.progress = out, progress
         self.train_config = TrainConfig(**{"precision": "fp32", **{k: v for k, v in train_options.items()
@@ -461,7 +464,7 @@ class MusicModel:
     def _from_task(cls, task: MusicTask, run: str | Path) -> MusicModel:
         c = task.model.cfg
         model = cls(c.output, c.cell, c.hidden, c.layers, c.nade_hidden, c.dropout, task.batch_size, task.seq_len,
-                    task.augment, out=run, max_steps=1)
+                    task.augment, out=run, max_steps=1, **c.layer_options())
         model.run_dir = Path(run)
         return model._take(task)
 
@@ -485,7 +488,7 @@ class MusicModel:
         net = MusicNet(c)
         net.load_state_dict(state["model"])
         model = cls(c.output, c.cell, c.hidden, c.layers, c.nade_hidden, c.dropout, config["batch_size"],
-                    config["seq_len"], config.get("augment", 0), out=run, max_steps=1)
+                    config["seq_len"], config.get("augment", 0), out=run, max_steps=1, **c.layer_options())
         model.net, model.grid, model.run_dir = net.eval(), config["grid"], run
         return model
 

@@ -53,6 +53,7 @@ from ..errors import RnnkitError
 from ..io import load_tensors, save_tensors
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
+from ..nn.regularisation import LayerRegularisation
 from ..training.checkpoint import load_checkpoint
 from ..training.config import TrainConfig
 from ..training.fit import fit, prepare_run_folder
@@ -99,8 +100,9 @@ def feature_extractor(config: FeatureConfig, streaming: bool) -> FeatureConfig |
 # ---------------------------------------------------------------- the network
 
 @dataclass
-class ModelConfig:
-    """Everything needed to rebuild the acoustic model and its features from a checkpoint."""
+class ModelConfig(LayerRegularisation):
+    """Everything needed to rebuild the acoustic model and its features from a checkpoint (with the
+    recurrent layer's regularisers, :class:`rnnkit.nn.regularisation.LayerRegularisation`)."""
 
     labels: str                     # the alphabet's symbols (id i + 1 is labels[i]; 0 is the blank)
     features: dict[str, Any]        # FeatureConfig.to_dict()
@@ -131,7 +133,7 @@ class AcousticModel(nn.Module):
         self.register_buffer("feat_mean", torch.zeros(dim))
         self.register_buffer("feat_std", torch.ones(dim))
         self.rnn = make_layer(cfg.cell, dim * cfg.stride, cfg.hidden, cfg.layers, batch_first=True,
-                              bidirectional=not cfg.streaming, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+                              bidirectional=not cfg.streaming, **cfg.layer_kwargs(cfg.dropout, cfg.layers))
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden * (1 if cfg.streaming else 2), len(cfg.alphabet))
 
@@ -482,7 +484,8 @@ class SpeechRecognizer:
                  streaming: bool = False, features: str = "logmel", n_mels: int = 40, n_mfcc: int = 13,
                  deltas: int = 0, sample_rate: int = 8000, labels: str | None = None, augment: bool = True,
                  batch_size: int = 32, val_fraction: float = 0.1, out: str | Path | None = None,
-                 progress: bool | None = False, **train_options: Any) -> None:
+                 progress: bool | None = False, weight_drop: float = 0.0, variational_dropout: float = 0.0,
+                 **train_options: Any) -> None:
         if cell not in CELLS:
             raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
         for name, v in (("hidden", hidden), ("layers", layers), ("stride", stride), ("batch_size", batch_size),
@@ -498,8 +501,9 @@ class SpeechRecognizer:
                                             deltas=deltas, normalize=not streaming)
         feature_extractor(self.feature_config, streaming)  # refuses deltas for a streaming model now
         self.alphabet = Alphabet(labels) if labels is not None else None
+        reg = LayerRegularisation.checked(cell, weight_drop=weight_drop, variational_dropout=variational_dropout)
         self.options = {"cell": cell, "hidden": hidden, "layers": layers, "dropout": dropout, "stride": stride,
-                        "streaming": streaming}
+                        "streaming": streaming, **reg.layer_options()}
         self.augment, self.batch_size, self.val_fraction = augment, batch_size, val_fraction
         self.out, self.progress = out, progress
         self.train_config = TrainConfig(**{"precision": "fp32", "lr": 3e-3, "warmup_steps": 100,
