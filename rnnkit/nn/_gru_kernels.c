@@ -8,7 +8,10 @@
    The functions take raw addresses of contiguous float32 (and, for the products' operands,
    bf16) buffers: gru_sequence.py allocates every buffer and checks dtypes and layout, so this
    file knows nothing of tensors and needs no torch headers. This is an optional extension:
-   without a C compiler rnnkit runs the same steps as torch ops. */
+   without a C compiler rnnkit runs the same steps as torch ops.
+
+   The same module holds the whole time loop of the minimal gated cells (minGRU, minLSTM) for
+   rnnkit/nn/scan_sequence.py, further down; without it those cells run their log-space scan. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

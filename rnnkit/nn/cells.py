@@ -428,8 +428,11 @@ def _g(x: Tensor) -> Tensor:
 
 
 def _log_g(x: Tensor) -> Tensor:
-    """``log g(x)``, finite everywhere with a finite gradient (``log sigmoid(x) = -softplus(-x)``)."""
-    return torch.where(x >= 0, torch.log(F.relu(x) + 0.5), -F.softplus(-x))
+    """``log g(x)``, finite everywhere with a finite gradient (``log sigmoid(x) = -softplus(-x)``).
+
+    ``clamp_min``, not ``relu``: its gradient at ``x = 0`` is 1, as ``g``'s on that side (``relu``'s is 0).
+    """
+    return torch.where(x >= 0, torch.log(x.clamp_min(0) + 0.5), -F.softplus(-x))
 
 
 class MinGRUType(ScanCell):
