@@ -230,13 +230,14 @@ static ALWAYS_INLINE void scan_forward_row(int kind, Py_ssize_t H, const float *
     }
 }
 
-/* One batch row of step t backward: d holds the gradient reaching h_t; writes d xw's row dx and leaves
-   d a_t (the part carried to h_{t-1}) in d. */
+/* One batch row of step t backward: d holds the gradient carried to h_t from step t+1, d_out the output's;
+   writes d xw's row dx and leaves the part carried on to h_{t-1} in d. */
 static ALWAYS_INLINE void scan_backward_row(int kind, Py_ssize_t H, const float *restrict x,
-                                            const float *restrict h_prev, float *restrict d, float *restrict dx) {
+                                            const float *restrict h_prev, const float *restrict d_out,
+                                            float *restrict d, float *restrict dx) {
     if (kind == SCAN_MINGRU) {
         for (Py_ssize_t j = 0; j < H; j++) {
-            float a, z, dg, dj = d[j];
+            float a, z, dg, dj = d[j] + d_out[j];
             mingru_coefficients(x[j], &a, &z);
             float g = g_act(x[H + j], &dg);
             dx[j] = dj * (g - h_prev[j]) * z * a;
@@ -245,7 +246,7 @@ static ALWAYS_INLINE void scan_backward_row(int kind, Py_ssize_t H, const float 
         }
     } else {
         for (Py_ssize_t j = 0; j < H; j++) {
-            float a, one_minus_a, dg, f, not_f, i, not_i, dj = d[j];
+            float a, one_minus_a, dg, f, not_f, i, not_i, dj = d[j] + d_out[j];
             minlstm_coefficients(x[j], x[H + j], &a, &one_minus_a);
             sigmoid_pair(x[j], &f, &not_f);
             sigmoid_pair(x[H + j], &i, &not_i);
@@ -278,10 +279,9 @@ static ALWAYS_INLINE void scan_backward_kind(int kind, Py_ssize_t T, Py_ssize_t 
     const Py_ssize_t G = SCAN_GATES[kind];
     for (Py_ssize_t t = T - 1; t >= 0; t--)
         for (Py_ssize_t b = 0; b < B; b++) {
-            float *d = dh + b * H;
-            add_into(d, d_out + (t * B + b) * H, H);
             const float *h_prev = t > 0 ? out + ((t - 1) * B + b) * H : h0 + b * H;
-            scan_backward_row(kind, H, xw + (t * B + b) * G * H, h_prev, d, d_xw + (t * B + b) * G * H);
+            scan_backward_row(kind, H, xw + (t * B + b) * G * H, h_prev, d_out + (t * B + b) * H, dh + b * H,
+                              d_xw + (t * B + b) * G * H);
         }
 }
 
