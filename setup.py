@@ -1,7 +1,8 @@
-"""Build the optional C speed-up (fused GRU steps); everything else is in pyproject.toml.
+"""Build the optional C speed-up (fused GRU steps, minGRU/minLSTM time loops); everything else is in pyproject.toml.
 
 The extension is optional: where no C compiler is found the install still succeeds, with a
-warning, and rnnkit runs the same GRU steps as torch ops (``rnnkit.gru_sequence``).
+warning, and rnnkit runs the same GRU steps as torch ops (``rnnkit.gru_sequence``) and minGRU/minLSTM
+through their log-space scan (``rnnkit.nn.scan_sequence``).
 """
 
 import sys

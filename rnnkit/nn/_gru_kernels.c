@@ -8,7 +8,10 @@
    The functions take raw addresses of contiguous float32 (and, for the products' operands,
    bf16) buffers: gru_sequence.py allocates every buffer and checks dtypes and layout, so this
    file knows nothing of tensors and needs no torch headers. This is an optional extension:
-   without a C compiler rnnkit runs the same steps as torch ops. */
+   without a C compiler rnnkit runs the same steps as torch ops.
+
+   The same module holds the whole time loop of the minimal gated cells (minGRU, minLSTM) for
+   rnnkit/nn/scan_sequence.py, further down; without it those cells run their log-space scan. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -155,6 +158,186 @@ static void backward_step(Py_ssize_t B, Py_ssize_t H, Py_ssize_t t, float *dh, c
     }
 }
 
+/* ---- Minimal gated cells (minGRU, minLSTM): rnnkit/nn/scan_sequence.py --------------------------
+
+   Their gates read the input only, so a layer-direction is h_t = a_t h_{t-1} + b_t, element by
+   element, with a_t and b_t functions of the input projection xw_t alone. scan_forward runs the
+   whole time loop in one call; scan_backward runs the reverse loop, recomputing a_t, b_t from xw
+   rather than storing them. The equations (and their derivatives) are in scan_sequence.py's
+   docstring and each cell's docstring in cells.py; a cell's kind is its index in SCAN_KINDS. */
+
+enum { SCAN_MINGRU = 0, SCAN_MINLSTM = 1, SCAN_KIND_COUNT = 2 };
+static const char *const SCAN_KINDS[SCAN_KIND_COUNT] = {"mingru", "minlstm"};
+static const int SCAN_GATES[SCAN_KIND_COUNT] = {2, 3};
+
+#if defined(__GNUC__) || defined(__clang__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
+/* sigmoid(x) and sigmoid(-x) = 1 - sigmoid(x), each to its own relative precision however large |x| is
+   (no 1 - s cancellation, and never 0: fast_exp stops at exp(-87)). */
+static ALWAYS_INLINE void sigmoid_pair(float x, float *s, float *s_neg) {
+    float e = fast_exp(-fabsf(x));
+    float r = 1.0f / (1.0f + e), other = e * r;
+    *s = x >= 0.0f ? r : other;
+    *s_neg = x >= 0.0f ? other : r;
+}
+
+/* The candidate's positive activation g(x) = x + 1/2 (x >= 0), sigmoid(x) (x < 0), and g'(x). */
+static ALWAYS_INLINE float g_act(float x, float *dg) {
+    float s, s_neg;
+    sigmoid_pair(x, &s, &s_neg);
+    *dg = x >= 0.0f ? 1.0f : s * s_neg;
+    return x >= 0.0f ? x + 0.5f : s;
+}
+
+/* minGRU, blocks (k, c): z = sigmoid(k), a = 1 - z, b = z g(c). */
+static ALWAYS_INLINE void mingru_coefficients(float k, float *a, float *z) {
+    sigmoid_pair(k, z, a);
+}
+
+/* minLSTM, blocks (kf, ki, c): a = f / (f + i), b = (1 - a) g(c) with f = sigmoid(kf), i = sigmoid(ki).
+   With E_f = 1 + exp(-kf), E_i = 1 + exp(-ki): a = E_i / (E_i + E_f), 1 - a = E_f / (E_i + E_f). Both E
+   scaled by exp(-m), m = max(0, -kf, -ki), so that every exponential is at most 1 and the larger E is
+   at least 1: no overflow, no 0/0 when both gates are saturated shut. */
+static ALWAYS_INLINE void minlstm_coefficients(float kf, float ki, float *a, float *one_minus_a) {
+    float u = -kf, v = -ki;
+    float m = u > v ? u : v;
+    m = m > 0.0f ? m : 0.0f;
+    float em = fast_exp(-m), ef = em + fast_exp(u - m), ei = em + fast_exp(v - m);
+    float inv = 1.0f / (ef + ei);
+    *a = ei * inv;
+    *one_minus_a = ef * inv;
+}
+
+/* One batch row of step t forward: x the row of xw (G*H), h_prev and h (H). */
+static ALWAYS_INLINE void scan_forward_row(int kind, Py_ssize_t H, const float *restrict x,
+                                           const float *restrict h_prev, float *restrict h) {
+    if (kind == SCAN_MINGRU) {
+        for (Py_ssize_t j = 0; j < H; j++) {
+            float a, z, dg;
+            mingru_coefficients(x[j], &a, &z);
+            h[j] = a * h_prev[j] + z * g_act(x[H + j], &dg);
+        }
+    } else {
+        for (Py_ssize_t j = 0; j < H; j++) {
+            float a, one_minus_a, dg;
+            minlstm_coefficients(x[j], x[H + j], &a, &one_minus_a);
+            h[j] = a * h_prev[j] + one_minus_a * g_act(x[2 * H + j], &dg);
+        }
+    }
+}
+
+/* One batch row of step t backward: d holds the gradient carried to h_t from step t+1, d_out the output's;
+   writes d xw's row dx and leaves the part carried on to h_{t-1} in d. */
+static ALWAYS_INLINE void scan_backward_row(int kind, Py_ssize_t H, const float *restrict x,
+                                            const float *restrict h_prev, const float *restrict d_out,
+                                            float *restrict d, float *restrict dx) {
+    if (kind == SCAN_MINGRU) {
+        for (Py_ssize_t j = 0; j < H; j++) {
+            float a, z, dg, dj = d[j] + d_out[j];
+            mingru_coefficients(x[j], &a, &z);
+            float g = g_act(x[H + j], &dg);
+            dx[j] = dj * (g - h_prev[j]) * z * a;
+            dx[H + j] = dj * z * dg;
+            d[j] = dj * a;
+        }
+    } else {
+        for (Py_ssize_t j = 0; j < H; j++) {
+            float a, one_minus_a, dg, f, not_f, i, not_i, dj = d[j] + d_out[j];
+            minlstm_coefficients(x[j], x[H + j], &a, &one_minus_a);
+            sigmoid_pair(x[j], &f, &not_f);
+            sigmoid_pair(x[H + j], &i, &not_i);
+            float g = g_act(x[2 * H + j], &dg);
+            float d_a = dj * (h_prev[j] - g) * a * one_minus_a;
+            dx[j] = d_a * not_f;
+            dx[H + j] = -d_a * not_i;
+            dx[2 * H + j] = dj * one_minus_a * dg;
+            d[j] = dj * a;
+        }
+    }
+}
+
+/* Forward over all T steps: xw (T,B,G*H), h0 (B,H), out (T,B,H). */
+static ALWAYS_INLINE void scan_forward_kind(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, const float *xw,
+                                            const float *h0, float *out) {
+    const Py_ssize_t G = SCAN_GATES[kind];
+    for (Py_ssize_t t = 0; t < T; t++)
+        for (Py_ssize_t b = 0; b < B; b++) {
+            const float *h_prev = t > 0 ? out + ((t - 1) * B + b) * H : h0 + b * H;
+            scan_forward_row(kind, H, xw + (t * B + b) * G * H, h_prev, out + (t * B + b) * H);
+        }
+}
+
+/* Backward over all T steps, T-1 down to 0: d_out (T,B,H) the outputs' gradient; dh (B,H) starts as the
+   gradient reaching h_{T-1} from after the sequence (zeros) and ends as h0's gradient; writes d_xw (T,B,G*H). */
+static ALWAYS_INLINE void scan_backward_kind(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, const float *xw,
+                                             const float *h0, const float *out, const float *d_out, float *dh,
+                                             float *d_xw) {
+    const Py_ssize_t G = SCAN_GATES[kind];
+    for (Py_ssize_t t = T - 1; t >= 0; t--)
+        for (Py_ssize_t b = 0; b < B; b++) {
+            const float *h_prev = t > 0 ? out + ((t - 1) * B + b) * H : h0 + b * H;
+            scan_backward_row(kind, H, xw + (t * B + b) * G * H, h_prev, d_out + (t * B + b) * H, dh + b * H,
+                              d_xw + (t * B + b) * G * H);
+        }
+}
+
+/* One compiled loop per kind, the kind a constant inside it. */
+VECTOR_CLONES
+static void scan_forward_mingru(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, const float *xw, const float *h0,
+                                float *out) {
+    scan_forward_kind(SCAN_MINGRU, T, B, H, xw, h0, out);
+}
+
+VECTOR_CLONES
+static void scan_forward_minlstm(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, const float *xw, const float *h0,
+                                 float *out) {
+    scan_forward_kind(SCAN_MINLSTM, T, B, H, xw, h0, out);
+}
+
+VECTOR_CLONES
+static void scan_backward_mingru(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, const float *xw, const float *h0,
+                                 const float *out, const float *d_out, float *dh, float *d_xw) {
+    scan_backward_kind(SCAN_MINGRU, T, B, H, xw, h0, out, d_out, dh, d_xw);
+}
+
+VECTOR_CLONES
+static void scan_backward_minlstm(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, const float *xw, const float *h0,
+                                  const float *out, const float *d_out, float *dh, float *d_xw) {
+    scan_backward_kind(SCAN_MINLSTM, T, B, H, xw, h0, out, d_out, dh, d_xw);
+}
+
+static PyObject *py_scan_forward(PyObject *self, PyObject *args) {
+    int kind;
+    Py_ssize_t T, B, H, xw, h0, out;
+    if (!PyArg_ParseTuple(args, "innnnnn", &kind, &T, &B, &H, &xw, &h0, &out)) return NULL;
+    if (kind < 0 || kind >= SCAN_KIND_COUNT) return PyErr_Format(PyExc_ValueError, "unknown scan kind %d", kind);
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == SCAN_MINGRU) scan_forward_mingru(T, B, H, (const float *)xw, (const float *)h0, (float *)out);
+    else scan_forward_minlstm(T, B, H, (const float *)xw, (const float *)h0, (float *)out);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_scan_backward(PyObject *self, PyObject *args) {
+    int kind;
+    Py_ssize_t T, B, H, xw, h0, out, d_out, dh, d_xw;
+    if (!PyArg_ParseTuple(args, "innnnnnnnn", &kind, &T, &B, &H, &xw, &h0, &out, &d_out, &dh, &d_xw)) return NULL;
+    if (kind < 0 || kind >= SCAN_KIND_COUNT) return PyErr_Format(PyExc_ValueError, "unknown scan kind %d", kind);
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == SCAN_MINGRU)
+        scan_backward_mingru(T, B, H, (const float *)xw, (const float *)h0, (const float *)out, (const float *)d_out,
+                             (float *)dh, (float *)d_xw);
+    else
+        scan_backward_minlstm(T, B, H, (const float *)xw, (const float *)h0, (const float *)out, (const float *)d_out,
+                              (float *)dh, (float *)d_xw);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_forward_step(PyObject *self, PyObject *args) {
     Py_ssize_t B, H, t, gates_in, recurrent, b_hn, rz, n, hidden_n, states, states_c, scratch;
     int recurrent_bf16;
@@ -186,6 +369,8 @@ static PyMethodDef methods[] = {
     {"backward_step", py_backward_step, METH_VARARGS,
      "backward_step(B, H, t, dh, product, product_bf16, d_out, rz, n, hidden_n, states, d_n_pre, d_hidden, "
      "d_hidden_c)"},
+    {"scan_forward", py_scan_forward, METH_VARARGS, "scan_forward(kind, T, B, H, xw, h0, out)"},
+    {"scan_backward", py_scan_backward, METH_VARARGS, "scan_backward(kind, T, B, H, xw, h0, out, d_out, dh, d_xw)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -193,4 +378,20 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gru_kernels",
                                     "Fused element-wise GRU steps for rnnkit.nn.gru_sequence (addresses in, no tensors).",
                                     -1, methods};
 
-PyMODINIT_FUNC PyInit__gru_kernels(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__gru_kernels(void) {
+    PyObject *m = PyModule_Create(&module), *kinds = PyDict_New();
+    if (!m || !kinds) goto fail;
+    for (int k = 0; k < SCAN_KIND_COUNT; k++) {
+        PyObject *value = PyLong_FromLong(k);
+        int failed = !value || PyDict_SetItemString(kinds, SCAN_KINDS[k], value) < 0;
+        Py_XDECREF(value);
+        if (failed) goto fail;
+    }
+    /* the scan cells this build has a kernel for, name -> kind (rnnkit.nn.scan_sequence) */
+    if (PyModule_AddObject(m, "scan_kinds", kinds) < 0) goto fail;
+    return m;
+fail:
+    Py_XDECREF(kinds);
+    Py_XDECREF(m);
+    return NULL;
+}

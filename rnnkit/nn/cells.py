@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import RnnkitError
+from . import scan_sequence
 
 State = tuple[Tensor, ...]
 Weights = dict[str, Tensor]
@@ -353,6 +354,12 @@ class ScanCell(CellType):
     :math:`\log b_t` from the input projection (:meth:`log_coefficients`) and the layer runs the
     whole sequence at once (:func:`log_space_scan`, on every device). Its :meth:`step` is the
     same cell written plainly from its equations, as generation and ``impl="loop"`` run it.
+
+    On CPU in float32 a cell with a C kernel (``scan_kernel``, the name of its coefficients in
+    ``rnnkit/nn/_gru_kernels.c``) runs instead one pass over time in C with a hand-derived
+    backward (:mod:`rnnkit.nn.scan_sequence`), the same function several times faster there; a
+    cell without one, other dtypes and other devices take the scan. A subclass that changes
+    the coefficients sets ``scan_kernel`` to its own kernel's name, or to None.
     One layer-direction holds ``weight_ih`` (``G*H x I``, its gate blocks stacked) and
     ``bias_ih`` (``G*H``); there is no recurrent weight. The cell is the cell alone: layers stack
     it like any other, and the extras that papers put around stacked layers (normalisation,
@@ -362,6 +369,7 @@ class ScanCell(CellType):
     additive = False
     recurrent_weight = None
     init_schemes = ("default",)
+    scan_kernel: ClassVar[str | None] = None  # the C kernel of these coefficients (scan_sequence.kernel_kind)
 
     def parameter_shapes(self, input_size: int, hidden_size: int, bias: bool) -> dict[str, tuple[int, ...]]:
         g = self.gates * hidden_size
@@ -376,10 +384,14 @@ class ScanCell(CellType):
 
     def _scan_kernel(self, x: Tensor, state: State, w: Weights, lengths: Tensor | None) -> tuple[Tensor, State]:
         xw = self.project(x, w)
-        # the scan sums over time: it runs in at least float32 whatever the products ran in (autocast)
+        # the recurrence runs in at least float32 whatever the products ran in (autocast)
         dtype = torch.promote_types(torch.promote_types(xw.dtype, state[0].dtype), torch.float32)
-        log_a, log_b = self.log_coefficients(xw.to(dtype))
-        out = log_space_scan(log_a, log_b, state[0].to(dtype))
+        xw, h0 = xw.to(dtype), state[0].to(dtype)
+        kind = scan_sequence.kernel_kind(self.scan_kernel)
+        if scan_sequence.can_run(kind, xw, h0):
+            out = scan_sequence.linear_scan(xw, h0, kind)
+        else:
+            out = log_space_scan(*self.log_coefficients(xw), h0)
         return out, ((out[-1],) if lengths is None else (last_valid(out, lengths),))
 
 
@@ -416,8 +428,11 @@ def _g(x: Tensor) -> Tensor:
 
 
 def _log_g(x: Tensor) -> Tensor:
-    """``log g(x)``, finite everywhere with a finite gradient (``log sigmoid(x) = -softplus(-x)``)."""
-    return torch.where(x >= 0, torch.log(F.relu(x) + 0.5), -F.softplus(-x))
+    """``log g(x)``, finite everywhere with a finite gradient (``log sigmoid(x) = -softplus(-x)``).
+
+    ``clamp_min``, not ``relu``: its gradient at ``x = 0`` is 1, as ``g``'s on that side (``relu``'s is 0).
+    """
+    return torch.where(x >= 0, torch.log(x.clamp_min(0) + 0.5), -F.softplus(-x))
 
 
 class MinGRUType(ScanCell):
@@ -430,10 +445,19 @@ class MinGRUType(ScanCell):
     with the paper's positive :math:`g(x) = x + \tfrac12` for :math:`x \ge 0`, :math:`\sigma(x)`
     otherwise (the same in the step and the scan, so both are one function). Blocks are
     stacked in the order z, h̃. Trained by the parallel scan (:class:`ScanCell`).
+
+    As :math:`h' = a \odot h + b`, with :math:`k, c` the two blocks of ``xw``: :math:`a = 1 - z =
+    \sigma(-k)`, :math:`b = z\,g(c)`; the scan takes :math:`\log a = -\operatorname{softplus}(k)`,
+    :math:`\log b = k - \operatorname{softplus}(k) + \log g(c)`. The C kernel (``mingru``,
+    :mod:`rnnkit.nn.scan_sequence`) computes :math:`z` and :math:`1 - z` each from
+    :math:`e^{-|k|}` (no cancellation), and its backward
+    :math:`\delta k = \delta h\,(g(c) - h)\,z(1 - z)`, :math:`\delta c = \delta h\,z\,g'(c)`,
+    :math:`\delta h \leftarrow a\,\delta h`.
     """
 
     name, summary = "mingru", "minGRU (Feng et al. 2024): gates from the input only, parallel scan"
     gates = 2
+    scan_kernel = "mingru"
 
     def step(self, xw: Tensor, state: State, w: Weights, linear: Linear = F.linear) -> State:
         k, candidate = xw.chunk(2, dim=-1)
@@ -459,10 +483,22 @@ class MinLSTMType(ScanCell):
     time, and there is no cell state apart from ``h``. Blocks are stacked in the order f, i, h̃;
     ``forget1`` and ``chrono`` set the forget and input biases (with ``chrono`` the forget share
     ``f / (f + i)`` starts at ``u / (u + 1)``, a memory of about ``u + 1`` steps).
+
+    As :math:`h' = a \odot h + b`, with :math:`k_f, k_i, c` the blocks of ``xw``:
+    :math:`a = f / (f + i)`, :math:`b = (1 - a)\,g(c)`; the scan takes, with
+    :math:`d = \log(i / f) = \operatorname{softplus}(-k_f) - \operatorname{softplus}(-k_i)`,
+    :math:`\log a = -\operatorname{softplus}(d)`, :math:`\log b = d - \operatorname{softplus}(d) + \log g(c)`.
+    The C kernel (``minlstm``, :mod:`rnnkit.nn.scan_sequence`) computes, with
+    :math:`E_f = 1 + e^{-k_f}`, :math:`E_i = 1 + e^{-k_i}`, :math:`a = E_i / (E_i + E_f)` and
+    :math:`1 - a = E_f / (E_i + E_f)`, both :math:`E` scaled by :math:`e^{-\max(0, -k_f, -k_i)}` (finite,
+    no 0/0 when both gates are shut), and its backward, with :math:`\delta a = \delta h\,(h - g(c))`:
+    :math:`\delta k_f = \delta a\,a(1 - a)(1 - f)`, :math:`\delta k_i = -\delta a\,a(1 - a)(1 - i)`,
+    :math:`\delta c = \delta h\,(1 - a)\,g'(c)`, :math:`\delta h \leftarrow a\,\delta h`.
     """
 
     name, summary = "minlstm", "minLSTM (Feng et al. 2024): gates from the input only, parallel scan"
     gates = 3
+    scan_kernel = "minlstm"
     init_schemes = ("default", "forget1", "chrono")
     forget_gate, input_gate = 0, 1
 
