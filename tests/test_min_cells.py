@@ -118,12 +118,13 @@ def run_layout(layer, x, h0, layout):
 
 
 def values_and_grads(layer, x, h0, layout):
+    """Outputs, last state and every gradient of a random linear loss (its weights drawn in float64)."""
     layer.zero_grad(set_to_none=True)
     x, h0 = x.clone().requires_grad_(), h0.clone().requires_grad_()
     outs, last = run_layout(layer, x, h0, layout)
     gen = torch.Generator().manual_seed(9)
-    loss = sum((o * torch.randn(o.shape, dtype=o.dtype, generator=gen)).sum() for o in outs)
-    loss = loss + (last * torch.randn(last.shape, dtype=last.dtype, generator=gen)).sum()
+    loss = sum((o * torch.randn(o.shape, dtype=torch.float64, generator=gen)).sum() for o in outs)
+    loss = loss + (last * torch.randn(last.shape, dtype=torch.float64, generator=gen)).sum()
     loss.backward()
     return [*outs, last, x.grad, h0.grad, *(p.grad for p in layer.parameters())]
 

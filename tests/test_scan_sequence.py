@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_min_cells import LENGTHS, MIN_CELLS, pair, run_layout, signed_state
+from test_min_cells import LENGTHS, MIN_CELLS, pair, signed_state, values_and_grads
 
 from rnnkit.nn import scan_sequence
 from rnnkit.nn.cells import CELLS, MinGRUType, log_space_scan
@@ -79,18 +79,6 @@ def test_node_against_log_space_scan_and_step_loop(cell):
     one_ref = grads(lambda x, h: steps_reference(cell, x, h.expand(xw.shape[1], -1)), xw, h0[:1], weight)
     for a, b in zip(one, one_ref, strict=True):
         torch.testing.assert_close(a.double(), b, **F32)
-
-
-def values_and_grads(layer, x, h0, layout):
-    """As test_min_cells' helper, with the loss's random weights drawn in float64 whatever the layer's dtype."""
-    layer.zero_grad(set_to_none=True)
-    x, h0 = x.clone().requires_grad_(), h0.clone().requires_grad_()
-    outs, last = run_layout(layer, x, h0, layout)
-    gen = torch.Generator().manual_seed(9)
-    loss = sum((o * torch.randn(o.shape, dtype=torch.float64, generator=gen)).sum() for o in outs)
-    loss = loss + (last * torch.randn(last.shape, dtype=torch.float64, generator=gen)).sum()
-    loss.backward()
-    return [*outs, last, x.grad, h0.grad, *(p.grad for p in layer.parameters())]
 
 
 @needs_kernels
