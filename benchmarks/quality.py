@@ -5,6 +5,13 @@ bits/char. The references were measured on a machine of this kind (see BENCHMARK
 
     python benchmarks/quality.py                 # 60 s and 300 s
     python benchmarks/quality.py --budgets 60    # one budget
+    python benchmarks/quality.py --cells lstm lnlstm mlstm gru mingru minlstm --seeds 1337 1338
+    python benchmarks/quality.py --dynamic       # also the validation text under dynamic evaluation
+    python benchmarks/quality.py -- --hidden 384 --lr 3e-3     # any rnnkit train option, after --
+
+With ``--cells`` every cell trains with the recommended settings otherwise (its own options
+after ``--``), each budget and seed in turn; the last table gives every run and the spread over
+seeds shows in its rows.
 """
 
 from __future__ import annotations
@@ -26,31 +33,45 @@ REFERENCES = {60: {"nanoGPT baby GPT (CPU config), 63 s": 1.886, "plain nn.LSTM 
 TARGETS = {60: 1.50, 300: 1.40}
 
 
-def run(budget: float, extra: list[str], corpus: Path) -> dict:
+def rnnkit(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "rnnkit", *args], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(proc.stderr)
+    return proc.stdout
+
+
+def run(budget: float, extra: list[str], corpus: Path, dynamic: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "rnnkit", "train", str(corpus), "--out", str(out),
-                               "--max-time", str(budget), "--sample-length", "0", *extra],
-                              capture_output=True, text=True)
+        rnnkit("train", str(corpus), "--out", str(out), "--max-time", str(budget), "--sample-length", "0", *extra)
         wall = time.perf_counter() - start
-        if proc.returncode:
-            raise SystemExit(proc.stderr)
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         config = json.loads((out / "config.json").read_text())
+        m, t = config["model"], config["data"]
+        row = {"budget s": budget, "model": f"{m['cell']} {m['layers']}x{m['hidden']}, batch {t['batch_size']} "
+               f"x seq {t['seq_len']}, {config['precision']}, seed {config['train']['seed']}"}
+        if dynamic:  # the validation split (the text's last 10%) read again, statically and adapting
+            text = corpus.read_text(encoding="utf-8")
+            val_text = Path(tmp) / "val.txt"
+            val_text.write_text(text[int(len(text) * (1 - t["val_fraction"])):], encoding="utf-8")
+            lines = rnnkit("eval", str(out), str(val_text), "--dynamic").splitlines()
+            row["eval static"] = float(lines[-1].split()[1])
+            row["eval dynamic"] = float(next(x for x in lines if x.startswith("dynamic loss")).split()[2])
     val = [r for r in records if "val_loss" in r][-1]
     rates = [r["chars_per_s"] for r in records if "chars_per_s" in r]
-    m, t = config["model"], config["data"]
-    return {"budget s": budget, "model": f"{m['cell']} {m['layers']}x{m['hidden']}, batch {t['batch_size']} "
-            f"x seq {t['seq_len']}, {config['precision']}", "val loss (nats)": val["val_loss"],
-            "val bpc": val["val_loss"] / math.log(2), "target": TARGETS.get(int(budget), float("nan")),
-            "steps": val["step"], "chars/s": sum(rates) / len(rates), "wall s": wall}
+    return {**row, "val loss (nats)": val["val_loss"], "val bpc": val["val_loss"] / math.log(2),
+            "target": TARGETS.get(int(budget), float("nan")), "steps": val["step"],
+            "chars/s": sum(rates) / len(rates), "wall s": wall}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budgets", nargs="+", type=float, default=[60, 300])
     p.add_argument("--corpus", type=Path, default=SHAKESPEARE)
+    p.add_argument("--cells", nargs="+", help="train each of these cells (default: the recommended one)")
+    p.add_argument("--seeds", nargs="+", type=int, help="one run per seed (default: rnnkit train's)")
+    p.add_argument("--dynamic", action="store_true", help="also evaluate the validation text with --dynamic")
     p.add_argument("extra", nargs="*", help="extra rnnkit train options, after --")
     args = p.parse_args()
     if not args.corpus.exists():
@@ -58,8 +79,11 @@ def main() -> None:
     print(f"# quality per CPU time: {machine()}")
     rows = []
     for budget in args.budgets:
-        rows.append(run(budget, args.extra, args.corpus))
-        print(table(rows[-1:]), flush=True)
+        for cell in args.cells or [None]:
+            for seed in args.seeds or [None]:
+                chosen = (["--cell", cell] if cell else []) + (["--seed", str(seed)] if seed is not None else [])
+                rows.append(run(budget, [*chosen, *args.extra], args.corpus, args.dynamic))
+                print(table(rows[-1:]), flush=True)
         for name, loss in REFERENCES.get(int(budget), {}).items():
             print(f"  reference: {name}: {loss:.3f}")
     print()

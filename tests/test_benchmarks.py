@@ -43,3 +43,13 @@ def test_task_benchmark_script_runs(command, tmp_path):
                           timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| " in proc.stdout  # printed a table
+
+
+def test_quality_compares_cells_and_reads_the_validation_text_dynamically(small_corpus):
+    proc = subprocess.run([sys.executable, str(BENCH / "quality.py"), "--budgets", "3", "--corpus", str(small_corpus),
+                           "--cells", "mingru", "--dynamic", "--", "--hidden", "16", "--layers", "1",
+                           "--batch-size", "4", "--precision", "fp32"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 3")]
+    assert len(rows) == 1 and "mingru 1x16" in rows[0]
+    assert "eval dynamic" in proc.stdout
