@@ -12,7 +12,7 @@ from rnnkit.data.text import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.nn.cells import CELLS
 from rnnkit.nn.stepping import Picker, StepGenerator
-from rnnkit.tasks.charlm import CharLM, ModelConfig, recommended
+from rnnkit.tasks.charlm import CharLM, ModelConfig, recommended, training_speed
 
 TINY = dict(hidden=32, layers=1, batch_size=8, seq_len=32, precision="fp32")
 
@@ -46,6 +46,24 @@ def test_options_not_given_come_from_the_recommended_defaults(trained):
     assert config["model"]["hidden"] == 64 != defaults["hidden"]
     assert config["train"]["lr"] == 1e-2 != defaults["lr"]
     assert recommended(60)["hidden"] < defaults["hidden"]
+
+
+def test_the_model_follows_the_compute_the_budget_buys():
+    """Fast machine: the wide model at 300 s, the 2x256 at 60 s; a slow one gets a model its budget can train."""
+    def cache_bound(rate_512):  # speed falls with the square of the width, as matrix products do
+        return lambda hidden: rate_512 * (512 / hidden) ** 2
+
+    amx, avx2_one_thread = cache_bound(24_000), cache_bound(2_000)
+    assert recommended(300, amx)["hidden"] == 512 and recommended(300, amx)["ema"]
+    assert recommended(60, amx)["hidden"] == 256 == recommended(60)["hidden"]
+    assert recommended(300, avx2_one_thread)["hidden"] == 128
+    assert recommended(3600, avx2_one_thread)["hidden"] == 512
+    assert recommended(None, avx2_one_thread) == recommended(None)  # a step budget: the wide model
+
+
+def test_training_speed_is_measured_with_the_runs_options():
+    speed = training_speed({"cell": "gru", "layers": 1, "batch_size": 4, "seq_len": 8, "precision": "fp32"}, 16)
+    assert speed > 0 and math.isfinite(speed)
 
 
 def test_checkpoint_is_self_contained(trained, tmp_path):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -43,11 +45,11 @@ from ..nn.regularisation import (
 from ..nn.stepping import SAMPLE_PRECISIONS, StepGenerator
 from ..training import distributed
 from ..training.checkpoint import load_checkpoint
-from ..training.config import TrainConfig, field_default, resolve_device
+from ..training.config import TrainConfig, field_default, resolve_device, resolve_precision
 from ..training.fit import fit, prepare_run_folder
 from ..training.fit import resume as resume_run
 from ..training.task import Task, find_task, register_task
-from ..training.trainer import TrainResult, checkpoint_meta
+from ..training.trainer import TrainResult, autocast, checkpoint_meta
 
 if TYPE_CHECKING:
     from .dynamic_eval import DynamicEval
@@ -393,23 +395,70 @@ class DataConfig:
 
 
 DEFAULT_MAX_TIME = 120.0  # seconds, when no budget is given
-SHORT_BUDGET = 150.0      # seconds: up to this, a smaller model learns more in the time
+SHORT_BUDGET = 150.0      # seconds: without a speed measurement, up to this a smaller model learns more
+# Characters a 2x512 model must read within the budget to beat the faster 2x256 one: what it
+# reads in SHORT_BUDGET seconds on the AMX machine the defaults were tuned on (BENCHMARKS.md,
+# "Quality per CPU time"); below it the budget buys too little compute for the wide model.
+ENOUGH_CHARS = 3.5e6
+SMALLER_HIDDEN = (256, 128)  # the short-budget model's sizes, tried in turn on slower machines
 
 
-def recommended(max_time: float | None) -> dict[str, Any]:
-    """The settings ``rnnkit train`` uses for options not given, by training-time budget.
+def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | None = None) -> dict[str, Any]:
+    """The settings ``rnnkit train`` uses for options not given, by the compute the budget buys.
 
-    Tuned for validation loss per CPU second on tiny-shakespeare (BENCHMARKS.md). In a short
-    budget a 2x256 LSTM wins: its bf16 weights fit the cores' caches, so it reads four times as
-    many characters per second as a 2x512 one, and it is not yet limited by its size. Given
-    more time (or a step or epoch budget) the wider model with dropout wins, evaluated with a
-    moving average of its weights. Both overfit the 1 MB text within minutes; AdamW's weight
-    decay of 0.3 is the regulariser that costs no speed (0.02-0.05 nats better at both budgets).
+    Tuned for validation loss per CPU second on tiny-shakespeare (BENCHMARKS.md). When the
+    budget lets the wide model read enough text (:data:`ENOUGH_CHARS`; always under a step or
+    epoch budget) a 2x512 LSTM with dropout wins, evaluated with a moving average of its
+    weights. Otherwise a smaller model wins: on the AMX machine a 2x256 one's bf16 weights fit
+    the cores' caches and it reads four times as many characters per second. Both overfit the
+    1 MB text within minutes; AdamW's weight decay of 0.3 is the regulariser that costs no speed.
+
+    ``chars_per_s(hidden)`` measures this machine's training speed for a model of that width
+    (:func:`training_speed`), so a slow CPU (AVX2 only, fp32) or a busy one gets the model its
+    budget can train; without it the budget alone decides (:data:`SHORT_BUDGET`).
     """
     common = {"cell": "lstm", "layers": 2, "batch_size": 64, "seq_len": 32, "weight_decay": 0.3}
-    if max_time is not None and max_time <= SHORT_BUDGET:
-        return {**common, "hidden": 256, "lr": 6e-3, "dropout": 0.0}
-    return {**common, "hidden": 512, "lr": 4e-3, "dropout": 0.2, "ema": 0.998}
+    wide = {**common, "hidden": 512, "lr": 4e-3, "dropout": 0.2, "ema": 0.998}
+    if max_time is None:
+        return wide
+    if chars_per_s is None:
+        return wide if max_time > SHORT_BUDGET else {**common, "hidden": 256, "lr": 6e-3, "dropout": 0.0}
+    if max_time * chars_per_s(512) >= ENOUGH_CHARS:
+        return wide
+    hidden = next((h for h in SMALLER_HIDDEN if max_time * chars_per_s(h) >= ENOUGH_CHARS), SMALLER_HIDDEN[-1])
+    return {**common, "hidden": hidden, "lr": 6e-3, "dropout": 0.0}
+
+
+def training_speed(options: dict[str, Any], hidden: int, steps: int = 2) -> float:
+    """Characters a second this machine trains a model of width ``hidden`` at, with the given options.
+
+    A throwaway model of the options' cell, depth, batch, window, device and precision takes one
+    warm-up step and ``steps`` timed ones (forward, backward, fused AdamW) on random text.
+    """
+    defaults = recommended(None)
+    cell, layers = options.get("cell", defaults["cell"]), options.get("layers", defaults["layers"])
+    batch, seq = options.get("batch_size", defaults["batch_size"]), options.get("seq_len", defaults["seq_len"])
+    device = resolve_device(options.get("device", "auto"))
+    precision = resolve_precision(options.get("precision", "auto"), device)
+    model = CharLM(ModelConfig(cell=cell, hidden=hidden, layers=layers, vocab_size=96)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+    ids = torch.randint(0, 96, (batch, seq + 1), device=device)
+    elapsed = 0.0
+    for step in range(steps + 1):
+        start = time.perf_counter()
+        with autocast(device, precision):
+            logits, _ = model(ids[:, :-1])
+            loss = F.cross_entropy(logits.float().reshape(-1, 96), ids[:, 1:].reshape(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step:  # the first step builds the kernels' plans
+            elapsed += time.perf_counter() - start
+    return steps * batch * seq / elapsed
+
+
 TOKENS = "tokens.bin"  # the corpus as token ids, memory-mapped during training
 
 
@@ -450,8 +499,13 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     given = {k: v for k, v in options.items() if v is not None}
     if "dropout" not in given and (given.get("variational_dropout") or given.get("output_dropout")):
         given["dropout"] = 0.0  # the variational kinds replace the recommended per-step dropout
-    chosen = {**recommended(given.get("max_time") if "max_steps" not in given and "epochs" not in given
-                            else None), **given}
+    budget = given.get("max_time") if "max_steps" not in given and "epochs" not in given else None
+    # the model by what the budget buys on this machine, measured, unless the width is given; one
+    # process under torchrun could measure differently from another, so there the budget decides
+    speed = None
+    if budget is not None and "hidden" not in given and not distributed.active():
+        speed = functools.cache(functools.partial(training_speed, given))
+    chosen = {**recommended(budget, speed), **given}
     model_cfg, data_cfg, train_cfg = _split({"corpus": list(corpus) if corpus else None, **chosen})
     model_cfg.validate()
     data_cfg.validate()
