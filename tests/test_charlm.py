@@ -92,8 +92,13 @@ def test_evaluate_matches_the_definition_of_bits_per_character(trained):
 @pytest.mark.parametrize("dtype,tol,hidden", [(torch.float32, 1e-5, 24), (torch.bfloat16, 3e-2, 24),
                                               (torch.int8, 6e-2, 32), (torch.int8, 6e-2, 24)])
 def test_step_generator_equals_the_full_model(cell, dtype, tol, hidden):
+    assert_generator_matches_model(cell, dtype, tol, hidden, layers=3)
+
+
+def assert_generator_matches_model(cell: str, dtype: torch.dtype, tol: float, hidden: int, layers: int) -> None:
+    """Step-by-step generation gives the logits the whole-sequence model gives, for a random model of ``cell``."""
     torch.manual_seed(0)
-    model = CharLM(ModelConfig(cell=cell, hidden=hidden, layers=3, vocab_size=11), Vocab("abcdefghijk")).eval()
+    model = CharLM(ModelConfig(cell=cell, hidden=hidden, layers=layers, vocab_size=11), Vocab("abcdefghijk")).eval()
     ids = torch.randint(0, 11, (4, 9))
     with torch.no_grad():
         full, _ = model(ids)

@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_charlm import assert_generator_matches_model
 
-from rnnkit.data.text import Vocab
 from rnnkit.nn.cells import CELLS
-from rnnkit.nn.stepping import StepGenerator
-from rnnkit.tasks.charlm import CharLM, ModelConfig
 from rnnkit.training.task import TASKS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -41,15 +39,7 @@ def test_guide_cell_samples_with_the_step_generator(dtype, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     try:
         exec(compile(code_blocks("adding-a-cell.md"), "adding-a-cell.md", "exec"), {"__name__": "guide"})
-        torch.manual_seed(0)
-        model = CharLM(ModelConfig(cell="indrnn", hidden=32, layers=2, vocab_size=11), Vocab("abcdefghijk")).eval()
-        ids = torch.randint(0, 11, (3, 7))
-        with torch.no_grad():
-            full, _ = model(ids)
-            gen = StepGenerator(model.embed, model.rnn, model.head, dtype)
-            states, _ = gen.prime_state(ids[0, :1], 3)
-            steps = torch.stack([gen.step(ids[:, t], states) for t in range(7)], 1)
         tol = 1e-5 if dtype == torch.float32 else 6e-2
-        torch.testing.assert_close(steps, full, atol=tol, rtol=tol)
+        assert_generator_matches_model("indrnn", dtype, tol, hidden=32, layers=2)
     finally:
         CELLS.pop("indrnn", None)
