@@ -143,3 +143,10 @@ def test_unknown_prime_characters(run_dir):
 
 def test_existing_run_is_not_overwritten(run_dir, small_corpus):
     assert_one_line_error(rnnkit_cli("train", small_corpus, "--out", run_dir, *TINY), "--resume")
+
+
+def test_options_are_checked_before_the_speed_measurement(small_corpus, tmp_path):
+    """The width is measured only for a run that can start: a bad device or batch is still a one-line error."""
+    assert_one_line_error(rnnkit_cli("train", small_corpus, "--device", "cuda", "--out", tmp_path / "a"), "cuda")
+    assert_one_line_error(rnnkit_cli("train", small_corpus, "--batch-size", "100000", "--out", tmp_path / "b"),
+                          "--batch-size")

@@ -500,25 +500,32 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     if "dropout" not in given and (given.get("variational_dropout") or given.get("output_dropout")):
         given["dropout"] = 0.0  # the variational kinds replace the recommended per-step dropout
     budget = given.get("max_time") if "max_steps" not in given and "epochs" not in given else None
-    # the model by what the budget buys on this machine, measured, unless the width is given; one
-    # process under torchrun could measure differently from another, so there the budget decides
-    speed = None
-    if budget is not None and "hidden" not in given and not distributed.active():
-        speed = functools.cache(functools.partial(training_speed, given))
-    chosen = {**recommended(budget, speed), **given}
-    model_cfg, data_cfg, train_cfg = _split({"corpus": list(corpus) if corpus else None, **chosen})
-    model_cfg.validate()
-    data_cfg.validate()
-    train_cfg.validate()
+    model_cfg, data_cfg, train_cfg = _checked_configs(corpus, {**recommended(budget), **given})
     files = corpus_files(data_cfg.corpus)
     out = prepare_run_folder(out, "rnnkit train --resume")
     vocab, tokens = _tokenize_once(files, out / TOKENS, data_cfg.encoding, data_cfg.max_vocab, None)
+    # the width by what the budget buys on this machine, measured once the options and the text are
+    # known good, unless the width is given; one process under torchrun could measure differently
+    # from another, so there the budget alone decides
+    if (budget is not None and "hidden" not in given and not distributed.active()
+            and len(tokens) > data_cfg.batch_size * data_cfg.seq_len):
+        speed = functools.cache(functools.partial(training_speed, given))
+        model_cfg, data_cfg, train_cfg = _checked_configs(corpus, {**recommended(budget, speed), **given})
     if distributed.rank() == 0:
         write_json(out / "vocab.json", vocab.chars)
     torch.manual_seed(train_cfg.seed)
     task = _make_task(tokens, vocab, model_cfg, data_cfg, token_file_record(out / TOKENS, files))
     result = fit(task, train_cfg, out, progress=progress, new_folder=False)
     return task.model.eval(), result
+
+
+def _checked_configs(corpus: Sequence[str] | None, options: dict[str, Any]) -> tuple[ModelConfig, DataConfig,
+                                                                                   TrainConfig]:
+    model_cfg, data_cfg, train_cfg = _split({"corpus": list(corpus) if corpus else None, **options})
+    model_cfg.validate()
+    data_cfg.validate()
+    train_cfg.validate()
+    return model_cfg, data_cfg, train_cfg
 
 
 def _resume(run: Path, corpus, progress, options) -> tuple[CharLM, TrainResult]:
