@@ -11,6 +11,7 @@ import rnnkit
 from rnnkit.data.text import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.nn.cells import CELLS
+from rnnkit.nn.layers import make_layer
 from rnnkit.nn.stepping import Picker, StepGenerator
 from rnnkit.tasks.charlm import CharLM, ModelConfig, recommended, training_speed
 
@@ -95,10 +96,13 @@ def test_step_generator_equals_the_full_model(cell, dtype, tol, hidden):
     assert_generator_matches_model(cell, dtype, tol, hidden, layers=3)
 
 
-def assert_generator_matches_model(cell: str, dtype: torch.dtype, tol: float, hidden: int, layers: int) -> None:
+def assert_generator_matches_model(cell: str, dtype: torch.dtype, tol: float, hidden: int, layers: int,
+                                   bias: bool = True) -> None:
     """Step-by-step generation gives the logits the whole-sequence model gives, for a random model of ``cell``."""
     torch.manual_seed(0)
     model = CharLM(ModelConfig(cell=cell, hidden=hidden, layers=layers, vocab_size=11), Vocab("abcdefghijk")).eval()
+    if not bias:
+        model.rnn = make_layer(cell, hidden, hidden, layers, bias=False, batch_first=True)
     ids = torch.randint(0, 11, (4, 9))
     with torch.no_grad():
         full, _ = model(ids)

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY, rnnkit_cli
+from test_charlm import assert_generator_matches_model
 
-from rnnkit.data.text import Vocab
 from rnnkit.inspect.gradflow import Spec, build_untrained, gradflow, plot_gradflow
 from rnnkit.inspect.neurons import neurons
 from rnnkit.nn.cells import CELLS, Cell
 from rnnkit.nn.init import init_recurrent, spectral_radius
 from rnnkit.nn.layers import make_layer
-from rnnkit.tasks.charlm import CharLM, ModelConfig
+from rnnkit.tasks.charlm import CharLM
 
 NEW = ["lnlstm", "mlstm"]
 INPUT, HIDDEN, T, B = 3, 4, 5, 2
@@ -263,20 +263,9 @@ def test_gradflow_scales_the_mlstm_state_matrix():
 # --- the char-LM, its sampler, and the command line ---------------------------------------
 
 @pytest.mark.parametrize("cell", NEW)
-def test_step_generator_float32_matches_the_model(cell):
-    """Also checked over all cells and step types in test_charlm.py; here with bias=False layers too."""
-    from rnnkit.nn.stepping import StepGenerator
-
-    torch.manual_seed(0)
-    model = CharLM(ModelConfig(cell=cell, hidden=8, layers=2, vocab_size=11), Vocab("abcdefghijk")).eval()
-    model.rnn = make_layer(cell, 8, 8, 2, bias=False, batch_first=True)
-    ids = torch.randint(0, 11, (3, 6))
-    with torch.no_grad():
-        full, _ = model(ids)
-        gen = StepGenerator(model.embed, model.rnn, model.head, torch.float32)
-        states, _ = gen.prime_state(ids[0, :1], 3)
-        steps = torch.stack([gen.step(ids[:, t], states) for t in range(6)], 1)
-    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+def test_step_generator_float32_matches_the_model_without_biases(cell):
+    """With biases, every cell and step type is checked in test_charlm.py."""
+    assert_generator_matches_model(cell, torch.float32, 1e-5, hidden=8, layers=2, bias=False)
 
 
 @pytest.fixture(scope="module")
