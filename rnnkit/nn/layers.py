@@ -169,7 +169,7 @@ class RecurrentLayer(nn.Module):
             lengths = _check_lengths(lengths, steps, batch)
         if self._uses_torch_kernel(input.device):
             if lengths is None:
-                output, hx = self._torch_kernel(input, hx)
+                output, hx = self._torch_run(input, None, None, hx)
             else:
                 packed = pack_padded_sequence(input, lengths, batch_first=self.batch_first, enforce_sorted=False)
                 packed_out, hx = self._forward_packed(packed, hx)
@@ -197,7 +197,7 @@ class RecurrentLayer(nn.Module):
         if self._uses_torch_kernel(data.device):
             if sorted_idx is not None:  # the kernel reads the batch sorted by length
                 hx = tuple(h.index_select(1, sorted_idx) for h in hx)
-            out, hx = self._torch_kernel_packed(data, batch_sizes, sorted_idx, hx)
+            out, hx = self._torch_run(data, batch_sizes, sorted_idx, hx)
             if unsorted_idx is not None:
                 hx = tuple(h.index_select(1, unsorted_idx) for h in hx)
             return PackedSequence(out, batch_sizes, sorted_idx, unsorted_idx), self._public(hx)
@@ -238,13 +238,6 @@ class RecurrentLayer(nn.Module):
             rows = torch.cat([torch.arange(int(b)) for b in batch_sizes]).to(x.device)
             return mask[sorted_idx[rows] if sorted_idx is not None else rows]
         return mask.unsqueeze(1 if self.batch_first else 0)
-
-    def _torch_kernel(self, input: Tensor, hx: State) -> tuple[Tensor, State]:
-        return self._torch_run(input, None, None, hx)
-
-    def _torch_kernel_packed(self, data: Tensor, batch_sizes: Tensor, sorted_idx: Tensor | None,
-                             hx: State) -> tuple[Tensor, State]:
-        return self._torch_run(data, batch_sizes, sorted_idx, hx)
 
     def _torch_run(self, x: Tensor, batch_sizes: Tensor | None, sorted_idx: Tensor | None,
                    hx: State) -> tuple[Tensor, State]:
