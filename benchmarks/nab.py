@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnnkit import nab  # noqa: E402
+from rnnkit.data import nab  # noqa: E402
 from rnnkit.tasks.anomaly import Detector  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "timeseries" / "nab"
@@ -68,6 +68,8 @@ def main() -> None:
     if not (root / "labels" / "combined_windows.json").exists():
         sys.exit(f"NAB data not found at {root}")
     corpus = nab.load_corpus(root)[: args.limit]
+    if not any(f.windows for _, _, f in corpus):
+        sys.exit("error: these files hold no anomaly window (NAB's first five have none): give a larger --limit")
     t0 = time.perf_counter()
     scores = []
     for k, (name, df, _) in enumerate(corpus, 1):

@@ -53,3 +53,20 @@ def test_quality_compares_cells_and_reads_the_validation_text_dynamically(small_
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| 3")]
     assert rows and all("mingru 1x16" in r for r in rows)  # each run as it ends, then the whole table
     assert "eval dynamic" in proc.stdout
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py") if p.name != "common.py"))
+def test_every_benchmark_script_imports_and_explains_itself(script):
+    """A benchmark no test runs must still import: `--help` loads every module it names."""
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage:" in proc.stdout
+
+
+def test_nab_benchmark_scores_a_file():
+    if not (SHARED / "timeseries" / "nab").exists():
+        pytest.skip("NAB (../shared/data/timeseries/nab) is absent")
+    proc = subprocess.run([sys.executable, str(BENCH / "nab.py"), "--limit", "6", "--max-steps", "3"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "standard" in proc.stdout

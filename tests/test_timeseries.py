@@ -202,6 +202,14 @@ def test_normalisation_null_zero_perfect_hundred():
         assert 0 < nab.corpus_score(half, files, profile) < 100
 
 
+def test_a_corpus_without_anomaly_windows_has_no_normalised_score():
+    files = [nab.FileLabels(300, [])]
+    with pytest.raises(RnnkitError, match="no anomaly window"):
+        nab.optimize_threshold([np.zeros(300)], files)
+    with pytest.raises(RnnkitError, match="no anomaly window"):
+        nab.normalized_score(0.0, files)
+
+
 def test_threshold_optimisation_finds_the_separating_threshold():
     files = [LABELS]
     scores = np.zeros(1000)

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import RnnkitError
+
 PROFILES: dict[str, dict[str, float]] = {
     "standard": {"tp": 1.0, "fp": 0.11, "fn": 1.0},
     "reward_low_FP_rate": {"tp": 1.0, "fp": 0.22, "fn": 1.0},
@@ -107,10 +109,18 @@ def raw_file_score(detections: np.ndarray, labels: FileLabels, profile: str = "s
     return score
 
 
-def normalized_score(raw: float, files: Sequence[FileLabels], profile: str = "standard") -> float:
-    """100 * (raw - null) / (perfect - null), over a corpus of files."""
+def score_bounds(files: Sequence[FileLabels], profile: str = "standard") -> tuple[float, float]:
+    """The raw corpus scores of the null detector (never fires) and the perfect one (each window's first row)."""
     null = sum(raw_file_score(np.zeros(f.n, bool), f, profile) for f in files)
     perfect = sum(raw_file_score(perfect_detections(f), f, profile) for f in files)
+    if perfect == null:
+        raise RnnkitError("these files hold no anomaly window: NAB's normalised score needs at least one")
+    return null, perfect
+
+
+def normalized_score(raw: float, files: Sequence[FileLabels], profile: str = "standard") -> float:
+    """100 * (raw - null) / (perfect - null), over a corpus of files."""
+    null, perfect = score_bounds(files, profile)
     return 100.0 * (raw - null) / (perfect - null)
 
 
@@ -164,8 +174,7 @@ def optimize_threshold(scores: Sequence[np.ndarray], files: Sequence[FileLabels]
         everything = np.concatenate([np.asarray(s, float) for s in scores])
         q = np.quantile(everything, 1 - np.logspace(-5, -0.3, 200))
         candidates = np.unique(np.concatenate([np.linspace(0, 1, 401), q]))
-    null = sum(raw_file_score(np.zeros(f.n, bool), f, profile) for f in files)
-    perfect = sum(raw_file_score(perfect_detections(f), f, profile) for f in files)
+    null, perfect = score_bounds(files, profile)
     best_t, best = float(candidates[0]), -math.inf
     for t in candidates:
         raw = sum(p.raw(float(t), w) for p in prepared)
