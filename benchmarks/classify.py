@@ -46,6 +46,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # no pretrained vectors, no outside data
     "scratch": {"cell": "lstm", "embed": 128, "hidden": 128, "pooling": "max", "dropout": 0.5, "lr": 2e-3,
                 "epochs": 10, "patience": 3},
+    # the scratch network and an NBSVM on word uni+bigrams deciding together (Classifier(nbsvm=2))
+    "ensemble": {"cell": "lstm", "embed": 128, "hidden": 128, "pooling": "max", "dropout": 0.5, "lr": 2e-3,
+                 "epochs": 10, "patience": 3, "nbsvm": 2},
     "scratch-gru": {"cell": "gru", "embed": 128, "hidden": 128, "pooling": "max", "dropout": 0.5, "lr": 2e-3,
                     "epochs": 10, "patience": 3},
     "attention": {"cell": "lstm", "embed": 128, "hidden": 128, "pooling": "attention", "dropout": 0.5, "lr": 2e-3,

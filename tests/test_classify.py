@@ -13,7 +13,16 @@ from conftest import SHARED, assert_one_line_error, one_line, rnnkit_cli
 
 from rnnkit.data.labelled_text import LabelledText, Vocab, load_labelled
 from rnnkit.errors import RnnkitError
-from rnnkit.tasks.classify import Classifier, ClassifierNet, NetConfig, cross_validate, read_vectors
+from rnnkit.io import load_tensors, save_tensors
+from rnnkit.tasks.classify import (
+    Classifier,
+    ClassifierNet,
+    NBSVMEnsemble,
+    NetConfig,
+    batched_logits,
+    cross_validate,
+    read_vectors,
+)
 
 FILLER = "the a film story plot actor scene it was is and of to in this that movie some".split()
 CUES = {"pos": ["great", "moving", "superb"], "neg": ["dull", "awful", "boring"]}
@@ -251,3 +260,72 @@ def test_api_bad_input_is_one_line(tmp_path, trained):
 def test_rt_polarity_reads_as_documented():
     data = load_labelled([f"pos={RT / 'rt-polarity.pos'}", f"neg={RT / 'rt-polarity.neg'}"], encoding="cp1252")
     assert data.counts() == {"neg": 5331, "pos": 5331}
+
+
+# ---------------------------------------------------------------------------- the NBSVM ensemble
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory) -> Classifier:
+    torch.manual_seed(0)
+    return Classifier(max_steps=40, nbsvm=2, out=tmp_path_factory.mktemp("ens") / "run", **FAST).fit(synthetic(300))
+
+
+def test_nbsvm_member_decides_with_the_network(ensemble):
+    """Probabilities are softmax(z / T) of both members' centred scores, each scaled as calibrated."""
+    texts = synthetic(40, seed=3).texts
+    e = ensemble.ensemble
+    assert {"nbsvm.safetensors", "ensemble.safetensors"} <= {p.name for p in ensemble.run_dir.iterdir()}
+    logits = batched_logits(ensemble.net, ensemble.encode(texts), torch.device("cpu")).log_softmax(1)
+    nb = torch.from_numpy(e.nbsvm.decision_function(texts)).float()
+    z = ((logits - logits.mean(1, keepdim=True)) * e.net_scale + (nb - nb.mean(1, keepdim=True)) * e.nbsvm_scale)
+    proba = ensemble.predict_proba(texts)
+    assert np.allclose(proba, (z / e.temperature).softmax(1).numpy(), atol=1e-6)
+    assert not np.allclose(proba, logits.softmax(1).numpy(), atol=1e-3)  # NBSVM changed the decision
+    assert ensemble.evaluate(synthetic(100, seed=4))["accuracy"] > 0.9
+
+
+def test_nbsvm_ensemble_round_trips_and_recalibrates(ensemble):
+    """load() reads the calibration; a run stopped before calibrating is calibrated from its folder alone."""
+    texts = synthetic(30, seed=5).texts
+    loaded = Classifier.load(ensemble.run_dir)
+    assert loaded.nbsvm_ngram == 2 and np.allclose(loaded.predict_proba(texts), ensemble.predict_proba(texts))
+    path = ensemble.run_dir / "ensemble.safetensors"
+    saved = path.read_bytes()
+    tensors, _ = load_tensors(path, "test")
+    save_tensors(path, tensors)  # the validation scores without the calibration
+    try:
+        fresh = Classifier.load(ensemble.run_dir)
+    finally:
+        path.write_bytes(saved)
+    for name in ("net_scale", "nbsvm_scale", "temperature", "val_accuracy"):
+        assert getattr(fresh.ensemble, name) == pytest.approx(getattr(ensemble.ensemble, name))
+
+
+def test_the_calibrated_temperature_is_the_least_log_loss(ensemble):
+    torch.manual_seed(0)
+    labels = torch.randint(0, 2, (200,))
+    signal = torch.nn.functional.one_hot(labels, 2).float() * 3
+    net, nb = signal + torch.randn(200, 2), signal + 2 * torch.randn(200, 2)
+    e = NBSVMEnsemble.calibrate(ensemble.ensemble.nbsvm, net, nb, labels)
+    centred = net.log_softmax(1) - net.log_softmax(1).mean(1, keepdim=True)
+    assert e.net_scale == pytest.approx(1 / centred.std().item(), rel=1e-5)
+    z = centred * e.net_scale + (nb - nb.mean(1, keepdim=True)) * e.nbsvm_scale
+
+    def loss(t: float) -> float:
+        return torch.nn.functional.cross_entropy(z / t, labels).item()
+
+    assert loss(e.temperature) <= min(loss(e.temperature * 1.2), loss(e.temperature / 1.2))
+    assert e.val_accuracy == pytest.approx((z.argmax(1) == labels).float().mean().item())
+
+
+def test_cli_nbsvm_option(tmp_path):
+    data = write_csv(tmp_path / "train.csv", synthetic(120))
+    proc = rnnkit_cli("classify", "train", data, "--out", tmp_path / "run", "--max-steps", "10", "--nbsvm", "2",
+                      *FAST_CLI)
+    assert proc.returncode == 0, proc.stderr
+    assert "with NBSVM (word 1-2-grams): val_acc" in proc.stdout
+    more = rnnkit_cli("classify", "train", "--resume", tmp_path / "run", "--max-steps", "20")
+    assert more.returncode == 0 and "with NBSVM" in more.stdout, more.stderr
+    assert_one_line_error(rnnkit_cli("classify", "train", data, "--out", tmp_path / "bad", "--nbsvm", "-1"),
+                          "--nbsvm", "non-negative")

@@ -139,3 +139,17 @@ def test_benchmark_script_prints_a_table(tmp_path, monkeypatch, capsys):
     assert "| nbsvm | defaults |" in out and "| tfidf-lr | C=10 |" in out
     assert "2-fold stratified cross-validation (seed 0)" in out and "40 examples (neg 20, pos 20)" in out
     assert "machine: " in out and "command: python " in out
+
+
+@pytest.mark.parametrize("classes", [["neg", "pos"], ["mid", "neg", "pos"]])
+def test_nbsvm_saved_and_loaded_scores_the_same(classes, tmp_path):
+    train, test = synthetic(200, classes, seed=0), synthetic(50, classes, seed=1)
+    model = NBSVM(ngram=2, beta=0.5).fit(train.texts, train.labels)
+    model.save(tmp_path / "nbsvm.safetensors")
+    again = NBSVM.load(tmp_path / "nbsvm.safetensors")
+    assert again.classes_ == classes and (again.ngram, again.beta) == (2, 0.5)
+    assert np.allclose(again.decision_function(test.texts), model.decision_function(test.texts), atol=1e-12)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a model")
+    with pytest.raises(RnnkitError) as e:
+        NBSVM.load(tmp_path / "bad.safetensors")
+    assert one_line(e).startswith("cannot read")

@@ -38,6 +38,10 @@ def positive_int(text: str) -> int:
     return _number(text, int, lambda v: v > 0, "positive")
 
 
+def non_negative_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 0, "non-negative")
+
+
 def positive_float(text: str) -> float:
     return _number(text, float, lambda v: v > 0, "positive")
 

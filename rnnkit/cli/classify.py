@@ -17,14 +17,14 @@ from ..errors import RnnkitError
 from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
-from . import fraction, positive_int
+from . import fraction, non_negative_int, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given
 
 ORDER = 40  # place in --help
 
 MODEL_KEYS = ["cell", "level", "embed", "hidden", "layers", "bidirectional", "pooling", "dropout",
               *LAYER_REGULARISATION, "max_vocab",
-              "min_count", "max_len", "subword_size", "lower", "vectors", "lm", "batch_size", "val_fraction"]
+              "min_count", "max_len", "subword_size", "lower", "vectors", "lm", "batch_size", "val_fraction", "nbsvm"]
 BUDGETS = ("max_time", "max_steps", "epochs", "device", "eval_every", "patience")
 
 
@@ -59,6 +59,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--vectors", help="GloVe or word2vec text file to initialise the word embeddings from")
     g.add_argument("--lm", metavar="RUN", help="start from a character language model's run folder (`rnnkit train` "
                    "on unlabelled text; Dai and Le 2015): needs --level char; takes its cell, size and layers")
+    g.add_argument("--nbsvm", type=non_negative_int, metavar="N",
+                   help="also fit an NBSVM on word 1..N-grams (Wang and Manning 2012) and let it decide with the "
+                   "network, each scaled on the validation texts (default 0: none)")
     g.add_argument("--batch-size", type=positive_int, help="default 32")
     g.add_argument("--val-fraction", type=fraction, help="held out of each class when no --val is given "
                    "(default 0.1)")
@@ -156,6 +159,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     r = clf.result
     print(f"run folder: {out}  steps {r.steps}  train time {r.train_time:.0f}s  classes {', '.join(clf.classes)}  "
           f"best val_acc {r.best_metric:.4f}")
+    if clf.ensemble is not None:
+        print(f"with NBSVM (word 1-{clf.nbsvm_ngram}-grams): val_acc {clf.ensemble.val_accuracy:.4f}")
     print(f"evaluate: rnnkit classify eval {out} DATA   predict: rnnkit classify predict {out} TEXT")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import RnnkitError
 from ..training.config import TrainConfig
-from . import output_file, positive_float, positive_int
+from . import non_negative_int, output_file, positive_float, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given
 
 INITS = ["default", "orthogonal", "identity", "forget1", "chrono"]
@@ -15,16 +15,6 @@ LONGLAG_TRAIN = TRAIN_OPTIONS
 LONGLAG_DEFAULTS = {"lr": 3e-3, "grad_clip": 1.0, "seed": 0, "precision": "fp32"}
 
 ORDER = 20  # place in --help
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def register(sub) -> None:

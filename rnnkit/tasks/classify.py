@@ -27,6 +27,19 @@ rnnkit's character language model on unlabelled text (``rnnkit train TEXT --out 
 ``Classifier(level="char", lm="LM")`` starts from its embedding and recurrent weights (the
 classifier then takes the LM's cell, size and layers, reading forwards only) and fine-tunes.
 
+An ensemble with NBSVM (``nbsvm=2``, Mesnil et al. 2015): a naive-Bayes-weighted linear SVM on
+word n-grams (:class:`~rnnkit.tasks.classify_baselines.NBSVM`, Wang and Manning 2012) is fitted
+beside the network on the same training texts, and the two decide together::
+
+    z = (l - mean_c l) / s_net + (f - mean_c f) / s_nbsvm        l: the network's log-probabilities, f: NBSVM's scores
+    p(y | text) = softmax(z / T)
+
+Each member's scores are divided by their standard deviation on the validation texts (the NBSVM
+that scores them has not seen them; the one kept is refitted on training and validation texts),
+so both weigh the same; the temperature ``T`` then minimises the validation log-loss, so the
+probabilities stay calibrated. The two err on different texts: the network reads word order and
+negation, NBSVM weighs rare but decisive n-grams that the network's embeddings learn too slowly.
+
 Why a decision was made (:meth:`Classifier.explain`): gradient x input (Shrikumar et al. 2016),
 each token's contribution to the winning class's logit ``sum_d x_{t,d} * d logit_c / d x_{t,d}``,
 or the attention weights with attention pooling.
@@ -63,10 +76,12 @@ from ..training.fit import fit, prepare_run_folder
 from ..training.fit import resume as resume_run
 from ..training.task import Task, register_task
 from ..training.trainer import TrainResult, checkpoint_meta
+from .classify_baselines import NBSVM
 
 POOLINGS = ("max", "mean", "attention", "last")
 LEVELS = ("word", "subword", "char")
 VOCAB, DATA, SUBWORD = "vocab.json", "data.safetensors", "subword.model"  # a run resumes from its folder alone
+NBSVM_FILE, ENSEMBLE = "nbsvm.safetensors", "ensemble.safetensors"  # with nbsvm=N: the member, its calibration
 TRAIN_FIELDS = {f for f in TrainConfig.__dataclass_fields__}
 Sources = str | os.PathLike | Sequence[str | os.PathLike]  # a table file, a folder, or LABEL=FILE pairs
 
@@ -310,6 +325,46 @@ def batched_logits(model: ClassifierNet, seqs: Sequence[Tensor], device: torch.d
     return out
 
 
+# ---------------------------------------------------------------------------- the NBSVM ensemble
+
+
+def _centred(scores: Tensor) -> Tensor:
+    return scores - scores.mean(1, keepdim=True)
+
+
+@dataclass
+class NBSVMEnsemble:
+    """The network and an NBSVM deciding together (the module docstring has the equations)."""
+
+    nbsvm: NBSVM
+    net_scale: float
+    nbsvm_scale: float
+    temperature: float
+    val_accuracy: float  # of the two together, on the validation texts
+
+    @classmethod
+    def calibrate(cls, nbsvm: NBSVM, net_logits: Tensor, nbsvm_scores: Tensor, labels: Tensor) -> NBSVMEnsemble:
+        """Scales from each member's validation scores, then the temperature of least validation log-loss."""
+        net, nb = _centred(net_logits.float().log_softmax(1)), _centred(nbsvm_scores.float())
+        net_scale, nbsvm_scale = 1 / max(net.std().item(), 1e-6), 1 / max(nb.std().item(), 1e-6)
+        z = net * net_scale + nb * nbsvm_scale
+        temperatures = torch.logspace(-2, 2, 161)
+        losses = [F.cross_entropy(z / t, labels).item() for t in temperatures]
+        accuracy = (z.argmax(1) == labels).float().mean().item()
+        return cls(nbsvm, net_scale, nbsvm_scale, float(temperatures[int(np.argmin(losses))]), accuracy)
+
+    def combine(self, net_logits: Tensor, texts: Sequence[str]) -> Tensor:
+        """Class probabilities of ``texts`` from the network's logits for them and NBSVM's scores."""
+        nb = torch.from_numpy(self.nbsvm.decision_function(texts)).float()
+        z = _centred(net_logits.float().log_softmax(1)) * self.net_scale + _centred(nb) * self.nbsvm_scale
+        return (z / self.temperature).softmax(1)
+
+    def save(self, run: Path, nbsvm_val_scores: Tensor) -> None:
+        save_tensors(run / ENSEMBLE, {"nbsvm_val_scores": nbsvm_val_scores},
+                     {"net_scale": repr(self.net_scale), "nbsvm_scale": repr(self.nbsvm_scale),
+                      "temperature": repr(self.temperature), "val_accuracy": repr(self.val_accuracy)})
+
+
 # ---------------------------------------------------------------------------- the user-facing API
 
 
@@ -371,9 +426,11 @@ class Classifier:
     ``vectors`` a GloVe/word2vec text file to initialise the embeddings from (``embed`` then
     follows its dimension), ``lm`` a character language model's run folder (``rnnkit train``) to
     start a ``level="char"`` model from, ``val_fraction`` held out per class when ``fit`` gets no
-    validation data. Training options (``lr``, ``epochs``, ``max_time``, ``patience``, ``seed``,
-    ...) are :class:`TrainConfig`'s; with no budget, 10 epochs with patience 3, evaluated every
-    epoch. ``out``: run folder; a temporary one if not given.
+    validation data. ``nbsvm=N`` adds an NBSVM on word 1..N-grams as a second member that decides
+    with the network (the module docstring has how; :meth:`explain` shows the network's part).
+    Training options (``lr``, ``epochs``, ``max_time``, ``patience``, ``seed``, ...) are
+    :class:`TrainConfig`'s; with no budget, 10 epochs with patience 3, evaluated every epoch.
+    ``out``: run folder; a temporary one if not given.
     """
 
     def __init__(self, cell: str = "lstm", level: str = "word", embed: int = 128, hidden: int = 128, layers: int = 1,
@@ -383,7 +440,7 @@ class Classifier:
                  lm: str | Path | None = None, batch_size: int = 32, val_fraction: float = 0.1,
                  out: str | Path | None = None,
                  progress: bool | None = False, weight_drop: float = 0.0, variational_dropout: float = 0.0,
-                 **train_options: Any) -> None:
+                 nbsvm: int = 0, **train_options: Any) -> None:
         if cell not in CELLS:
             raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
         if pooling not in POOLINGS:
@@ -394,6 +451,8 @@ class Classifier:
                         ("max_len", max_len), ("min_count", min_count), ("subword_size", subword_size)):
             if v <= 0:
                 raise RnnkitError(f"{name} must be positive, got {v}")
+        if nbsvm < 0:
+            raise RnnkitError(f"nbsvm is the longest word n-gram of the NBSVM member (0: none), not {nbsvm}")
         if max_vocab < 3:
             raise RnnkitError(f"max_vocab must be at least 3, got {max_vocab}")
         if not 0 <= dropout < 1 or not 0 < val_fraction < 1:
@@ -410,6 +469,8 @@ class Classifier:
         self.data_options = {"level": level, "lower": lower, "max_vocab": max_vocab, "min_count": min_count,
                              "max_len": max_len, "subword_size": subword_size}
         self.vectors, self.lm, self.batch_size, self.val_fraction = vectors, lm, batch_size, val_fraction
+        self.nbsvm_ngram = nbsvm
+        self.ensemble: NBSVMEnsemble | None = None
         self.out, self.progress = out, progress
         given = {k: v for k, v in train_options.items() if v is not None}
         self.train_config = TrainConfig(**{"precision": "fp32", "warmup_steps": 50, **given})
@@ -477,11 +538,35 @@ class Classifier:
             atomic_write(self.run_dir / SUBWORD, lambda tmp: Path(tmp).write_bytes(tokenizer.proto))
         self.vocab.save(self.run_dir / VOCAB)
         task.save_data(self.run_dir)
+        if self.nbsvm_ngram:
+            self._fit_nbsvm(data, val)
         self.result = fit(task, tc, self.run_dir, progress=self.progress, new_folder=False)
         if self.result.stop_reason == "nonfinite":
             raise RnnkitError("training stopped: the loss became non-finite; try a lower --lr")
         self.net.eval()
+        if self.nbsvm_ngram:
+            self._calibrate_ensemble(save=True)
         return self
+
+    def _fit_nbsvm(self, train: LabelledText, val: LabelledText) -> None:
+        """The NBSVM member, saved in the run folder: its validation scores come from one fitted on the
+        training texts alone; the one kept is refitted on the training and validation texts together."""
+        options = {"ngram": self.nbsvm_ngram, "lower": self.data_options["lower"]}
+        held_out = NBSVM(**options).fit(train.texts, train.labels)
+        val_scores = torch.from_numpy(held_out.decision_function(val.texts)).float()
+        NBSVM(**options).fit(train.texts + val.texts, train.labels + val.labels).save(self.run_dir / NBSVM_FILE)
+        save_tensors(self.run_dir / ENSEMBLE, {"nbsvm_val_scores": val_scores})
+
+    def _calibrate_ensemble(self, save: bool) -> None:
+        """Scale the members and find the temperature on the run's validation texts (its folder holds them)."""
+        net, run = self._require(), Path(self.run_dir)
+        scores, _ = load_tensors(run / ENSEMBLE, "the NBSVM member's validation scores")
+        data, _ = load_tensors(run / DATA, "the run's encoded texts")
+        logits = batched_logits(net, _unpack(data["val_ids"], data["val_offsets"]), next(net.parameters()).device)
+        self.ensemble = NBSVMEnsemble.calibrate(NBSVM.load(run / NBSVM_FILE), logits, scores["nbsvm_val_scores"],
+                                                data["val_labels"])
+        if save:
+            self.ensemble.save(run, scores["nbsvm_val_scores"])
 
     def _language_model(self) -> nn.Module:
         """The user's character LM; the classifier takes its shape (a resumed run reads only its own folder)."""
@@ -513,6 +598,8 @@ class Classifier:
             raise RnnkitError(f"{run} is a {task.name} run, not a classifier's")
         self = cls.load(run, weights=task.model.state_dict())
         self.result = result
+        if self.nbsvm_ngram:
+            self._calibrate_ensemble(save=True)  # the network changed since the last calibration
         return self
 
     # --- using it --------------------------------------------------------------------------
@@ -535,8 +622,10 @@ class Classifier:
             raise RnnkitError("give a list of texts, not one string")
         if not len(texts):
             return np.zeros((0, len(self.classes)))
-        device = next(net.parameters()).device
-        return batched_logits(net, self.encode(texts), device).softmax(1).numpy()
+        logits = batched_logits(net, self.encode(texts), next(net.parameters()).device)
+        if self.ensemble is not None:
+            return self.ensemble.combine(logits, texts).numpy()
+        return logits.softmax(1).numpy()
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         """The most likely label of each text."""
@@ -591,7 +680,7 @@ class Classifier:
     def _meta(self) -> dict[str, Any]:
         net = self._require()
         return {"task": "classify", "model": asdict(net.cfg), "classes": self.classes, "data": self.data_options,
-                "options": {"batch_size": self.batch_size, "seed": self.train_config.seed}}
+                "options": {"batch_size": self.batch_size, "seed": self.train_config.seed, "nbsvm": self.nbsvm_ngram}}
 
     @classmethod
     def load(cls, run: str | Path, weights: dict[str, Tensor] | None = None) -> Classifier:
@@ -616,7 +705,20 @@ class Classifier:
         except (RuntimeError, KeyError) as e:
             raise RnnkitError(f"checkpoint weights do not fit its model: {str(e).splitlines()[0]}") from None
         self.net.eval()
+        if self.nbsvm_ngram:
+            self._load_ensemble()
         return self
+
+    def _load_ensemble(self) -> None:
+        """The saved NBSVM member and calibration; a run stopped before its calibration is calibrated now."""
+        run = Path(self.run_dir)
+        _, meta = load_tensors(run / ENSEMBLE, "the ensemble's calibration")
+        try:
+            scales = [float(meta[k]) for k in ("net_scale", "nbsvm_scale", "temperature", "val_accuracy")]
+        except (KeyError, ValueError):
+            self._calibrate_ensemble(save=False)
+            return
+        self.ensemble = NBSVMEnsemble(NBSVM.load(run / NBSVM_FILE), *scales)
 
 
 def _as_labelled(data: LabelledText | Sources, load_options: dict[str, Any]) -> LabelledText:

@@ -16,13 +16,16 @@ only. The models need scikit-learn.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..data.labelled_text import LabelledText, Tokenizer, folds, label_ids
 from ..errors import RnnkitError
+from ..io import load_tensors, save_tensors
 
 
 def _sklearn() -> Any:
@@ -109,11 +112,8 @@ class NBSVM(Baseline):
     def _fit(self, texts: list[str], y: np.ndarray) -> None:
         _sklearn()
         import scipy.sparse as sp
-        from sklearn.feature_extraction.text import CountVectorizer
 
-        self._vectorizer = CountVectorizer(tokenizer=Tokenizer("word", self.lower), lowercase=False,
-                                           token_pattern=None, ngram_range=(1, self.ngram), binary=True,
-                                           dtype=np.float64)
+        self._vectorizer = self._make_vectorizer()
         x = self._vectorizer.fit_transform(texts).tocsr()
         # two classes need one model (class 1 against class 0); more need one per class
         targets = [1] if len(self.classes_) == 2 else range(len(self.classes_))
@@ -142,6 +142,41 @@ class NBSVM(Baseline):
             model = LogisticRegression(C=self.C, solver="liblinear", max_iter=1_000, random_state=0)
         model.fit(x, y)
         return model.coef_.ravel().copy(), float(model.intercept_[0])
+
+    def save(self, path: str | Path) -> None:
+        """The fitted model as one safetensors file: each target's weights ``r * w'`` and bias, the n-grams and
+        the options in its metadata (reading it back runs no code, unlike a pickle)."""
+        if not hasattr(self, "classes_"):
+            raise RnnkitError(f"{self.name} is not fitted yet; call fit first")
+        weights = np.stack([r * w for r, w in zip(self._r, self._w, strict=True)])
+        options = {"ngram": self.ngram, "alpha": self.alpha, "beta": self.beta, "C": self.C,
+                   "classifier": self.classifier, "lower": self.lower}
+        save_tensors(path, {"weights": weights, "bias": np.asarray(self._b, dtype=np.float64)},
+                     {"options": json.dumps(options), "classes": json.dumps(self.classes_),
+                      "ngrams": json.dumps(self._vectorizer.get_feature_names_out().tolist())})
+
+    @classmethod
+    def load(cls, path: str | Path) -> NBSVM:
+        """A model :meth:`save` wrote."""
+        tensors, meta = load_tensors(path, "a saved NBSVM")
+        try:
+            model = cls(**json.loads(meta["options"]))
+            model.classes_ = list(json.loads(meta["classes"]))
+            ngrams = json.loads(meta["ngrams"])
+            weights, bias = tensors["weights"].numpy(), tensors["bias"].numpy()
+        except (KeyError, TypeError, ValueError):
+            raise RnnkitError(f"{path} is not an NBSVM that rnnkit saved") from None
+        model._vectorizer = model._make_vectorizer(vocabulary=ngrams)
+        # the saved weights already hold r * w': keep r at one so that scoring multiplies nothing twice
+        model._r = [np.ones(len(ngrams)) for _ in weights]
+        model._w, model._b = list(weights), [float(b) for b in bias]
+        return model
+
+    def _make_vectorizer(self, vocabulary: list[str] | None = None) -> Any:
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        return CountVectorizer(tokenizer=Tokenizer("word", self.lower), lowercase=False, token_pattern=None,
+                               ngram_range=(1, self.ngram), binary=True, dtype=np.float64, vocabulary=vocabulary)
 
     def _scores(self, texts: list[str]) -> np.ndarray:
         x = self._vectorizer.transform(texts).tocsr()
