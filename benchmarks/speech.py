@@ -68,6 +68,14 @@ def with_lm(rec: SpeechRecognizer, data: Path, lm: Path, **how) -> dict:
     return {"lm_wer_%": r["wer_%"], "lm_string_error_%": r["string_error_%"]}
 
 
+def with_lexicon(rec: SpeechRecognizer, data: Path, args: argparse.Namespace, **how) -> dict:
+    """Beam 8 spelling only the ten digit words (a closed vocabulary, as the digit classifiers in the literature)."""
+    from rnnkit.data.speech import DIGIT_WORDS
+
+    r = scores(rec, data, beam=8, lexicon=lm_text(args, "lexicon", list(DIGIT_WORDS)), **how)
+    return {"lexicon_wer_%": r["wer_%"], "lexicon_string_error_%": r["string_error_%"]}
+
+
 def isolated(args: argparse.Namespace) -> list[dict]:
     from rnnkit.data.speech import DIGIT_WORDS
 
@@ -75,6 +83,7 @@ def isolated(args: argparse.Namespace) -> list[dict]:
     row = scores(rec, args.fsdd, format="fsdd", split="test")
     # beam 8 with a character 4-gram of the ten digit words: the vocabulary as a language model
     row.update(with_lm(rec, args.fsdd, lm_text(args, "digits", list(DIGIT_WORDS)), format="fsdd", split="test"))
+    row.update(with_lexicon(rec, args.fsdd, args, format="fsdd", split="test"))
     return [{"test": "FSDD takes 0-4", **row}]
 
 
@@ -120,6 +129,7 @@ def strings(args: argparse.Namespace, streaming: bool = False) -> list[dict]:
     from rnnkit.data.speech import read_transcripts
 
     row.update(with_lm(rec, test, lm_text(args, name, [u.text for u in read_transcripts(train)])))
+    row.update(with_lexicon(rec, test, args))
     # WER against training time: the held-out training strings at each evaluation of the run
     curve = [json.loads(line) for line in (args.out / name / "metrics.jsonl").read_text().splitlines()]
     row["val_wer_by_time"] = " ".join(f"{r['time']:.0f}s:{100 * r['val_wer']:.1f}%" for r in curve if "val_wer" in r)

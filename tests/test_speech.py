@@ -12,9 +12,9 @@ import soundfile
 import torch
 from conftest import SHARED, assert_one_line_error, one_line, rnnkit_cli
 
-from rnnkit.data.speech import Alphabet, Utterance
+from rnnkit.data.speech import DIGIT_WORDS, Alphabet, Utterance
 from rnnkit.errors import RnnkitError
-from rnnkit.tasks.speech import CharNgram, SpeechRecognizer, beam_decode, ctc_loss, error_rates, greedy_decode
+from rnnkit.tasks.speech import CharNgram, Lexicon, SpeechRecognizer, beam_decode, ctc_loss, error_rates, greedy_decode
 
 FSDD = SHARED / "speech" / "fsdd"
 needs_fsdd = pytest.mark.skipif(not FSDD.is_dir(), reason="FSDD not in ../shared/data/speech/fsdd")
@@ -79,6 +79,40 @@ def test_char_ngram_is_a_distribution_and_steers_the_beam():
     assert beam_decode(lp, alphabet, beam=8, lm=lm, lm_weight=1.0) == [2, 3]
 
 
+def test_a_lexicon_keeps_the_beam_to_whole_words():
+    alphabet = Alphabet(" eghinot")
+    lexicon = Lexicon(["eight", "one", "nine"], alphabet)
+    assert lexicon.allows("", "e") and lexicon.allows("eig", "h") and not lexicon.allows("eig", "t")
+    assert lexicon.allows("one", " ") and not lexicon.allows("on", " ") and not lexicon.allows("", " ")
+    assert lexicon.allows("one ", "n") and lexicon.complete("one nine") and not lexicon.complete("one ni")
+    assert lexicon.complete("")  # silence
+    # greedy reads "eigt" (the h is less likely than a blank at its frame); only "eight" is a word
+    ids = [alphabet.encode(c)[0] for c in "eight"]
+
+    def frame(label: int, p: float) -> list[float]:
+        row = [(1 - p) if i == Alphabet.blank else 1e-3 for i in range(len(alphabet))]
+        row[label] = p
+        return row
+
+    lp = frames(*[frame(i, 0.3 if c == "h" else 0.9) for i, c in zip(ids, "eight", strict=True)])
+    assert alphabet.decode(greedy_decode(lp)) == "eigt"
+    assert alphabet.decode(beam_decode(lp, alphabet, beam=8)) == "eigt"
+    assert alphabet.decode(beam_decode(lp, alphabet, beam=8, lexicon=lexicon)) == "eight"
+
+
+def test_lexicon_refuses_what_the_model_cannot_spell(tmp_path):
+    alphabet = Alphabet(" one")
+    for words, fragment in ((["one", "two"], "'two' has characters the model cannot output: 'tw'"),
+                            ([], "no words")):
+        with pytest.raises(RnnkitError) as e:
+            Lexicon(words, alphabet)
+        assert fragment in one_line(e)
+    with pytest.raises(RnnkitError, match="no such lexicon"):
+        Lexicon.from_files([tmp_path / "missing.txt"], alphabet)
+    (tmp_path / "words.txt").write_text("one\none one\n", encoding="utf-8")
+    assert Lexicon.from_files([tmp_path / "words.txt"], alphabet).words == {"one"}
+
+
 def test_ctc_loss_of_repeats_is_finite_exactly_at_the_minimum_frame_count():
     lp = torch.randn(1, 3, 3).log_softmax(-1)
     same = torch.tensor([[1, 1]])
@@ -119,6 +153,15 @@ def test_train_resume_eval_transcribe_plot_through_the_cli(mini_fsdd, tmp_path):
     p = rnnkit_cli("speech", "transcribe", run, mini_fsdd / "3_george_0.wav", "--beam", "3", "--plot", png)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split("\t")[2].endswith(" ms") and png.stat().st_size > 1000
+    lexicon = tmp_path / "digits.txt"
+    alphabet = SpeechRecognizer.load(run).model.cfg.alphabet
+    words = [w for w in DIGIT_WORDS if all(c in alphabet for c in w)]  # the digits this small set holds
+    lexicon.write_text(" ".join(words), encoding="utf-8")
+    p = rnnkit_cli("speech", "eval", run, mini_fsdd, "--format", "fsdd", "--split", "test", "--beam", "4",
+                   "--lexicon", lexicon, "--output", tmp_path / "hyps.tsv")
+    assert p.returncode == 0, p.stderr
+    hyps = [line.split("\t")[2] for line in (tmp_path / "hyps.tsv").read_text().splitlines()[1:]]
+    assert hyps and all(w in words for h in hyps for w in h.split())  # an untrained model spells words too
     # a reference outside the model's characters; a file that is not audio; a bidirectional model cannot stream
     write_folder(tmp_path / "zebra", [(str(mini_fsdd / "0_george_0.wav"), "zebra")])
     assert_one_line_error(rnnkit_cli("speech", "eval", run, tmp_path / "zebra"), "'b'")

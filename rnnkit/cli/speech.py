@@ -38,6 +38,8 @@ def _decoding_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lm", nargs="+", metavar="TEXT", help="text file(s) to build a character n-gram language "
                    "model from (one sentence a line); used in the beam search")
     g.add_argument("--lm-order", type=positive_int, default=4, help="n-gram order (default 4)")
+    g.add_argument("--lexicon", nargs="+", metavar="FILE", help="words the transcripts may hold (white-space "
+                   "separated): the beam search spells only these (a closed vocabulary; use with --beam 8)")
     g.add_argument("--lm-weight", type=positive_float, default=0.5, help="language model weight (default 0.5)")
     g.add_argument("--length-bonus", type=float, default=0.0, help="score added per character (default 0)")
     g.add_argument("--checkpoint", choices=["best", "last"], default="best")
@@ -120,7 +122,7 @@ def _data_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _decoding(args: argparse.Namespace) -> dict[str, Any]:
     return {"beam": args.beam, "lm": args.lm, "lm_order": args.lm_order, "lm_weight": args.lm_weight,
-            "length_bonus": args.length_bonus}
+            "length_bonus": args.length_bonus, "lexicon": args.lexicon}
 
 
 def _report(rec) -> None:
@@ -167,8 +169,8 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
         raise RnnkitError(f"--plot must name a .png file, not {args.plot}")
     rec = SpeechRecognizer.load(args.run, args.checkpoint)
     if args.stream:
-        if args.beam != 1 or args.lm:
-            raise RnnkitError("--stream decodes greedily; drop --beam and --lm")
+        if args.beam != 1 or args.lm or args.lexicon:
+            raise RnnkitError("--stream decodes greedily; drop --beam, --lm and --lexicon")
         for f in args.files:
             wave, _ = load_audio(f, rec.feature_config.sample_rate)
             text = ""

@@ -213,15 +213,7 @@ class CharNgram:
     @classmethod
     def from_files(cls, paths: Sequence[str | os.PathLike], order: int = 4,
                    alphabet: Alphabet | None = None) -> CharNgram:
-        lines = []
-        for p in paths:
-            try:
-                lines += Path(p).read_text(encoding="utf-8").splitlines()
-            except FileNotFoundError:
-                raise RnnkitError(f"no such language model text: {p}") from None
-            except (OSError, UnicodeDecodeError) as e:
-                raise RnnkitError(f"cannot read {p} as UTF-8 text: {e}") from None
-        return cls(lines, order, alphabet)
+        return cls(_read_lines(paths, "language model text"), order, alphabet)
 
     def prob(self, history: str, char: str) -> float:
         history = (self.END * (self.order - 1) + history)[len(history):]  # the last order - 1 characters
@@ -241,6 +233,50 @@ class CharNgram:
         return math.log(self.prob(history, char))
 
 
+def _read_lines(paths: Sequence[str | os.PathLike], what: str) -> list[str]:
+    lines = []
+    for p in paths:
+        try:
+            lines += Path(p).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise RnnkitError(f"no such {what}: {p}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise RnnkitError(f"cannot read {p} as UTF-8 text: {e}") from None
+    return lines
+
+
+class Lexicon:
+    """The words a transcript may hold (a closed vocabulary): the beam search then extends a prefix
+    only by a character that keeps its last word a prefix of some word, by a space only after a
+    whole word, and ends only on a whole word (or nothing).
+
+    Non-words such as "eigt" cannot come out; the acoustic scores still choose among the words.
+    """
+
+    def __init__(self, words: Iterable[str], alphabet: Alphabet) -> None:
+        self.words = frozenset(w for w in words if w)
+        if not self.words:
+            raise RnnkitError("the lexicon holds no words")
+        for w in sorted(self.words):
+            outside = sorted({c for c in w if c not in alphabet})
+            if outside:
+                raise RnnkitError(f"lexicon word {w!r} has characters the model cannot output: {''.join(outside)!r}")
+        self.prefixes = frozenset(w[:i] for w in self.words for i in range(len(w) + 1))
+
+    @classmethod
+    def from_files(cls, paths: Sequence[str | os.PathLike], alphabet: Alphabet) -> Lexicon:
+        """Words separated by white space (one a line, or many)."""
+        return cls([w for line in _read_lines(paths, "lexicon") for w in line.split()], alphabet)
+
+    def allows(self, text: str, char: str) -> bool:
+        """Whether ``text + char`` can still become a sequence of words."""
+        word = text.rsplit(" ", 1)[-1]
+        return word in self.words if char == " " else word + char in self.prefixes
+
+    def complete(self, text: str) -> bool:
+        return not text or text.rsplit(" ", 1)[-1] in self.words
+
+
 def _logsumexp(a: float, b: float) -> float:
     if a == -math.inf:
         return b
@@ -251,12 +287,15 @@ def _logsumexp(a: float, b: float) -> float:
 
 
 def beam_decode(log_probs: Tensor, alphabet: Alphabet, beam: int = 8, lm: CharNgram | None = None,
-                lm_weight: float = 0.5, length_bonus: float = 0.0, prune: float = -12.0) -> list[int]:
+                lm_weight: float = 0.5, length_bonus: float = 0.0, prune: float = -12.0,
+                lexicon: Lexicon | None = None) -> list[int]:
     """CTC prefix beam search over ``(T, C)`` log-probabilities; the best prefix's label ids.
 
     Each prefix keeps ``(log p ending in blank, log p ending in a label)``; extending it by the
     label it ends with only counts paths through a blank (the rule that separates "ee" from "e").
-    Labels below ``prune`` log-probability at a frame are not tried there.
+    Labels below ``prune`` log-probability at a frame are not tried there. With a ``lexicon``
+    only prefixes that spell its words are kept, and the result ends on a whole word when any
+    prefix in the beam does.
     """
     lp = log_probs.detach().float().cpu().numpy()
     neg = -math.inf
@@ -275,10 +314,12 @@ def beam_decode(log_probs: Tensor, alphabet: Alphabet, beam: int = 8, lm: CharNg
             entry[0] = _logsumexp(entry[0], both + frame[Alphabet.blank])
             if prefix:
                 entry[1] = _logsumexp(entry[1], pnb + frame[prefix[-1]])
+            history = alphabet.decode(prefix) if lm or lexicon else ""
             for c in candidates:
+                if lexicon is not None and not lexicon.allows(history, alphabet.symbols[c - 1]):
+                    continue
                 longer = (*prefix, c)
                 if longer not in lm_score:
-                    history = alphabet.decode(prefix)
                     lm_score[longer] = lm_score[prefix] + (lm.logprob(history, alphabet.symbols[c - 1]) if lm else 0.0)
                 via = pb if prefix and c == prefix[-1] else both
                 e = nxt[longer]
@@ -290,7 +331,8 @@ def beam_decode(log_probs: Tensor, alphabet: Alphabet, beam: int = 8, lm: CharNg
         end = lm_weight * lm.logprob(alphabet.decode(prefix), CharNgram.END) if lm else 0.0
         return total(prefix, *beams[prefix]) + end
 
-    return list(max(beams, key=final))
+    ends = [p for p in beams if lexicon.complete(alphabet.decode(p))] if lexicon is not None else []
+    return list(max(ends or beams, key=final))
 
 
 # ---------------------------------------------------------------- data
@@ -611,8 +653,10 @@ class SpeechRecognizer:
 
     # --- recognising -----------------------------------------------------------------------
     def decoder(self, beam: int = 1, lm: CharNgram | str | Sequence[str] | None = None, lm_order: int = 4,
-                lm_weight: float = 0.5, length_bonus: float = 0.0) -> Any:
-        """A function from ``(T, C)`` log-probabilities to label ids: greedy for ``beam=1`` without an LM."""
+                lm_weight: float = 0.5, length_bonus: float = 0.0,
+                lexicon: Lexicon | str | Sequence[str] | None = None) -> Any:
+        """A function from ``(T, C)`` log-probabilities to label ids: greedy for ``beam=1`` without an LM or a
+        lexicon. ``lm`` and ``lexicon`` are objects or the text files to build them from."""
         alphabet = self._require().cfg.alphabet
         if beam < 1:
             raise RnnkitError(f"the beam width must be at least 1, not {beam}")
@@ -620,9 +664,13 @@ class SpeechRecognizer:
             lm = [lm]
         if lm is not None and not isinstance(lm, CharNgram):
             lm = CharNgram.from_files(lm, lm_order, alphabet)
-        if beam == 1 and lm is None:
+        if isinstance(lexicon, (str, os.PathLike)):
+            lexicon = [lexicon]
+        if lexicon is not None and not isinstance(lexicon, Lexicon):
+            lexicon = Lexicon.from_files(lexicon, alphabet)
+        if beam == 1 and lm is None and lexicon is None:
             return greedy_decode
-        return lambda lp: beam_decode(lp, alphabet, beam, lm, lm_weight, length_bonus)
+        return lambda lp: beam_decode(lp, alphabet, beam, lm, lm_weight, length_bonus, lexicon=lexicon)
 
     @torch.no_grad()
     def transcribe(self, files: Sequence[str | os.PathLike], **decoding: Any) -> list[Transcript]:
