@@ -28,6 +28,7 @@ from rnnkit.data.audio import (
     save_audio,
     spec_augment,
     spectrogram_image,
+    time_stretch,
 )
 from rnnkit.errors import RnnkitError
 
@@ -290,6 +291,18 @@ def test_spec_augment_time_masks_respect_the_fraction_on_short_clips():
         out = spec_augment(feats, torch.Generator().manual_seed(seed), freq_masks=0, time_masks=1, time_width=50,
                            max_time_fraction=0.2)
         assert int((out == 0).all(dim=1).sum()) <= 2  # at most 20% of 12 frames
+
+
+def test_time_stretch_resamples_frames_linearly_and_keeps_the_ends():
+    ramp = torch.arange(11, dtype=torch.float32)[:, None] * torch.tensor([1.0, -2.0])  # linear in time
+    slower = time_stretch(ramp, 1.5)
+    assert slower.shape == (16, 2)
+    torch.testing.assert_close(slower[[0, -1]], ramp[[0, -1]])  # the first and last frames stay
+    torch.testing.assert_close(slower[:, 0], torch.linspace(0, 10, 16))  # a straight line stays straight
+    assert time_stretch(ramp, 0.5).shape == (6, 2) and time_stretch(ramp, 0.5, min_frames=9).shape == (9, 2)
+    assert time_stretch(ramp, 1.0) is ramp
+    half = time_stretch(ramp.half(), 1.2)
+    assert half.dtype == torch.float16
 
 
 # ---------------------------------------------------------------- pictures

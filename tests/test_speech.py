@@ -113,6 +113,20 @@ def test_lexicon_refuses_what_the_model_cannot_spell(tmp_path):
     assert Lexicon.from_files([tmp_path / "words.txt"], alphabet).words == {"one"}
 
 
+def test_speed_perturbation_is_seeded_and_never_leaves_ctc_too_few_frames():
+    from rnnkit.tasks.speech import AcousticModel, ModelConfig, SpeechTask
+
+    model = AcousticModel(ModelConfig(labels=" eno", features={"n_mels": 8}, hidden=4, layers=1, stride=2))
+    texts = ["one", "noon", "one one"]
+    feats = [torch.randn(n, 8) for n in (6, 12, 200)]  # the first two have exactly the frames CTC needs
+    task = SpeechTask(model, (feats, texts), (feats, texts), batch_size=3, augment=False, seed=1, speed_perturb=0.3)
+    assert task.min_frames == [6, 10, 14]
+    lengths = {i: {len(task._stretched(feats[i], epoch, i)) for epoch in range(30)} for i in range(3)}
+    assert min(lengths[0]) == 6 and min(lengths[1]) >= 10  # shortened only as far as CTC allows
+    assert min(lengths[2]) < 200 < max(lengths[2]) and max(lengths[2]) <= 260
+    torch.testing.assert_close(task._stretched(feats[2], 4, 2), task._stretched(feats[2], 4, 2))  # same draw
+
+
 def test_ctc_loss_of_repeats_is_finite_exactly_at_the_minimum_frame_count():
     lp = torch.randn(1, 3, 3).log_softmax(-1)
     same = torch.tensor([[1, 1]])
@@ -136,9 +150,10 @@ def test_train_resume_eval_transcribe_plot_through_the_cli(mini_fsdd, tmp_path):
     shutil.copytree(mini_fsdd, data)
     run = tmp_path / "run"
     p = rnnkit_cli("speech", "train", data, "--format", "fsdd", "--split", "train", "--out", run, *TINY,
-                   "--max-steps", "3")
+                   "--max-steps", "3", "--speed-perturb", "0.1")
     assert p.returncode == 0, p.stderr
-    assert json.loads((run / "config.json").read_text())["task"] == "speech"
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"] == "speech" and config["options"]["speed_perturb"] == 0.1
     shutil.rmtree(data)  # the run folder alone must be enough to resume
     p = rnnkit_cli("speech", "train", "--resume", run, "--max-steps", "5")
     assert p.returncode == 0, p.stderr

@@ -412,6 +412,17 @@ def spec_augment(features: torch.Tensor, generator: torch.Generator | None = Non
     return out
 
 
+def time_stretch(features: torch.Tensor, factor: float, min_frames: int = 1) -> torch.Tensor:
+    """``(frames, dim)`` features resampled in time to ``round(frames * factor)`` frames (at least ``min_frames``),
+    by linear interpolation: speaking rate perturbation on the features (as Ko et al. 2015 do on the audio)."""
+    t = features.shape[0]
+    frames = max(min_frames, round(t * factor))
+    if frames == t or t < 2:
+        return features
+    x = features.T.unsqueeze(0).float()
+    return torch.nn.functional.interpolate(x, size=frames, mode="linear", align_corners=True)[0].T.to(features.dtype)
+
+
 # ---------------------------------------------------------------- pictures
 
 def spectrogram_image(samples: torch.Tensor | np.ndarray, config: FeatureConfig | None = None) -> np.ndarray:

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.audio import FeatureConfig, load_audio, plot_spectrogram, power_spectrogram, spec_augment
+from ..data.audio import FeatureConfig, load_audio, plot_spectrogram, power_spectrogram, spec_augment, time_stretch
 from ..data.batching import LengthBuckets, length_mask, shard
 from ..data.speech import Alphabet, Utterance, ctc_min_frames, fsdd_utterances, read_transcripts
 from ..errors import RnnkitError
@@ -385,13 +385,17 @@ class SpeechTask(Task):
 
     def __init__(self, model: AcousticModel, train: tuple[list[Tensor], list[str]],
                  val: tuple[list[Tensor], list[str]], batch_size: int = 32, augment: bool = True, seed: int = 0,
-                 description: dict[str, Any] | None = None) -> None:
+                 description: dict[str, Any] | None = None, speed_perturb: float = 0.0) -> None:
         self.model, self.augment, self.seed, self.description = model, augment, seed, description
+        self.speed_perturb = speed_perturb
         self.alphabet = model.cfg.alphabet
         # held (and saved) in fp16, so a resumed run trains on exactly the values an unbroken one does
         self.train_feats, self.train_texts = [f.to(torch.float16) for f in train[0]], list(train[1])
         self.val_feats, self.val_texts = [f.to(torch.float16) for f in val[0]], list(val[1])
         self.train_targets = [torch.tensor(self.alphabet.encode(t), dtype=torch.long) for t in self.train_texts]
+        # the fewest feature frames CTC can align each transcript with: a label a step, a blank between repeats
+        self.min_frames = [model.cfg.stride * (len(t) + sum(a == b for a, b in zip(t, t[1:], strict=False)))
+                           for t in self.train_texts]
         self.batch_size = batch_size
         self.buckets = LengthBuckets([len(f) for f in self.train_feats], batch_size=min(batch_size, len(train[0])),
                                      seed=seed)
@@ -407,6 +411,8 @@ class SpeechTask(Task):
         idx = self.buckets.batch(epoch, index)
         idx = idx[shard(np.arange(len(idx)), self.rank, self.world)]
         feats = [self.train_feats[i].float() for i in idx]
+        if self.speed_perturb:
+            feats = [self._stretched(f, epoch, int(i)) for f, i in zip(feats, idx, strict=True)]
         if self.augment:
             feats = [spec_augment(f, _key(self.seed, epoch, int(i)), **SPEC_AUGMENT) for f, i in zip(feats, idx,
                                                                                                      strict=True)]
@@ -417,6 +423,11 @@ class SpeechTask(Task):
             else torch.zeros(len(idx), 1, dtype=torch.long, device=self.device)
         y_lengths = torch.tensor([len(t) for t in targets], device=self.device)
         return ctc_loss(log_probs, out_lengths, y, y_lengths), len(idx)
+
+    def _stretched(self, feats: Tensor, epoch: int, index: int) -> Tensor:
+        """Features spoken faster or slower by up to ``speed_perturb``, seeded like the masks, never too short."""
+        u = torch.rand(1, generator=_key(self.seed + 1, epoch, index)).item()
+        return time_stretch(feats, 1 + self.speed_perturb * (2 * u - 1), self.min_frames[index])
 
     def evaluate(self) -> dict[str, float]:
         """CTC loss, and word and character error rates of greedy decoding, on the validation utterances."""
@@ -449,7 +460,8 @@ class SpeechTask(Task):
         model = AcousticModel(ModelConfig(**config["model"]))
         o = config["options"]
         return cls(model, parts[0], parts[1], o["batch_size"], o["augment"], o["seed"],
-                   description={k: v for k, v in config.items() if k != "data"})
+                   description={k: v for k, v in config.items() if k != "data"},
+                   speed_perturb=o.get("speed_perturb", 0.0))
 
 
 @torch.no_grad()
@@ -518,8 +530,9 @@ class SpeechRecognizer:
     (frames joined per recurrent step), ``streaming`` (one direction, causal features). Feature
     options: ``features`` (``"logmel"`` or ``"mfcc"``), ``n_mels``, ``n_mfcc``, ``deltas``,
     ``sample_rate``. ``labels``: the output characters (default: those of the training
-    transcripts). ``augment``: SpecAugment masks while training. Training options are those of
-    :class:`TrainConfig`; with no budget, 10 minutes.
+    transcripts). ``augment``: SpecAugment masks while training; ``speed_perturb``: each training
+    utterance's features stretched in time by a factor drawn from ``1 +- speed_perturb`` (0: off).
+    Training options are those of :class:`TrainConfig`; with no budget, 10 minutes.
     """
 
     def __init__(self, cell: str = "lstm", hidden: int = 128, layers: int = 2, dropout: float = 0.1, stride: int = 2,
@@ -527,15 +540,15 @@ class SpeechRecognizer:
                  deltas: int = 0, sample_rate: int = 8000, labels: str | None = None, augment: bool = True,
                  batch_size: int = 32, val_fraction: float = 0.1, out: str | Path | None = None,
                  progress: bool | None = False, weight_drop: float = 0.0, variational_dropout: float = 0.0,
-                 **train_options: Any) -> None:
+                 speed_perturb: float = 0.0, **train_options: Any) -> None:
         if cell not in CELLS:
             raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
         for name, v in (("hidden", hidden), ("layers", layers), ("stride", stride), ("batch_size", batch_size),
                         ("sample_rate", sample_rate)):
             if v <= 0:
                 raise RnnkitError(f"{name} must be positive, got {v}")
-        if not 0 <= dropout < 1 or not 0 <= val_fraction < 1:
-            raise RnnkitError("dropout and val_fraction must be in [0, 1)")
+        if not 0 <= dropout < 1 or not 0 <= val_fraction < 1 or not 0 <= speed_perturb < 1:
+            raise RnnkitError("dropout, val_fraction and speed_perturb must be in [0, 1)")
         unknown = set(train_options) - TRAIN_FIELDS
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
@@ -547,6 +560,7 @@ class SpeechRecognizer:
         self.options = {"cell": cell, "hidden": hidden, "layers": layers, "dropout": dropout, "stride": stride,
                         "streaming": streaming, **reg.layer_options()}
         self.augment, self.batch_size, self.val_fraction = augment, batch_size, val_fraction
+        self.speed_perturb = speed_perturb
         self.out, self.progress = out, progress
         self.train_config = TrainConfig(**{"precision": "fp32", "lr": 3e-3, "warmup_steps": 100,
                                            **{k: v for k, v in train_options.items() if v is not None}})
@@ -585,10 +599,11 @@ class SpeechRecognizer:
             model.feat_mean.copy_(allf.mean(0))
             model.feat_std.copy_(allf.std(0).clamp_min(1e-3))
         description = {"model": asdict(cfg), "options": {"batch_size": self.batch_size, "augment": self.augment,
-                                                         "seed": self.train_config.seed}}
+                                                         "seed": self.train_config.seed,
+                                                         "speed_perturb": self.speed_perturb}}
         task = SpeechTask(model, ([feats[i] for i in train_idx], [texts[i] for i in train_idx]),
                           ([feats[i] for i in val_idx], [texts[i] for i in val_idx]), self.batch_size, self.augment,
-                          self.train_config.seed, description)
+                          self.train_config.seed, description, self.speed_perturb)
         if self.out is None:
             self.run_dir = Path(tempfile.mkdtemp(prefix="rnnkit-speech-"))
             weakref.finalize(self, shutil.rmtree, str(self.run_dir), True)
