@@ -42,7 +42,7 @@ TEST_SEED, TRAIN_SEED = 2024, 7
 def recognizer(args: argparse.Namespace, out: Path, **model) -> SpeechRecognizer:
     options = {"hidden": 16, "layers": 1, "max_steps": 3} if args.smoke else {"max_time": args.minutes * 60}
     chosen = {k: getattr(args, k) for k in ("hidden", "layers", "stride", "batch_size", "lr", "features", "dropout",
-                                            "speed_perturb")
+                                            "speed_perturb", "sortagrad")
               if getattr(args, k) is not None}
     return SpeechRecognizer(**{"cell": args.cell, "out": out, "progress": not args.smoke, **chosen, **options,
                                **model})
@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                        ("dropout", float), ("speed-perturb", float)):
         p.add_argument(f"--{name}", type=kind, help="model or training setting (default: rnnkit speech train's)")
     p.add_argument("--features", choices=["logmel", "mfcc"])
+    p.add_argument("--sortagrad", action="store_true", default=None, help="the first epoch shortest first")
     p.add_argument("--fsdd", type=Path, default=FSDD)
     p.add_argument("--strings", type=Path, default=Path("runs/digit-strings"),
                    help="where the string folders are written (or found; default runs/digit-strings)")

@@ -150,10 +150,10 @@ def test_train_resume_eval_transcribe_plot_through_the_cli(mini_fsdd, tmp_path):
     shutil.copytree(mini_fsdd, data)
     run = tmp_path / "run"
     p = rnnkit_cli("speech", "train", data, "--format", "fsdd", "--split", "train", "--out", run, *TINY,
-                   "--max-steps", "3", "--speed-perturb", "0.1")
+                   "--max-steps", "3", "--speed-perturb", "0.1", "--sortagrad")
     assert p.returncode == 0, p.stderr
     config = json.loads((run / "config.json").read_text())
-    assert config["task"] == "speech" and config["options"]["speed_perturb"] == 0.1
+    assert config["task"] == "speech" and config["options"]["speed_perturb"] == 0.1 and config["options"]["sortagrad"]
     shutil.rmtree(data)  # the run folder alone must be enough to resume
     p = rnnkit_cli("speech", "train", "--resume", run, "--max-steps", "5")
     assert p.returncode == 0, p.stderr

@@ -10,7 +10,6 @@ exactly the batches an uninterrupted one would have read.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,10 +55,13 @@ class LengthBuckets:
     length, cut it into batches, and shuffle the batches. Either ``batch_size`` sequences a
     batch, or with ``max_tokens`` as many as fit that many padded steps (long sequences then
     come in smaller batches). ``shuffle=False`` keeps the given order (for evaluation).
+    ``shortest_first=N``: the first N epochs run their batches from the shortest to the longest
+    (SortaGrad, Amodei et al. 2016: a CTC model learns to align on short utterances first).
     """
 
     def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int | None = 32, max_tokens: int | None = None,
-                 seed: int = 0, shuffle: bool = True, pool: int = 50, drop_last: bool = False) -> None:
+                 seed: int = 0, shuffle: bool = True, pool: int = 50, drop_last: bool = False,
+                 shortest_first: int = 0) -> None:
         self.lengths = np.asarray(lengths, dtype=np.int64)
         if len(self.lengths) == 0:
             raise ValueError("no sequences to batch")
@@ -69,6 +71,7 @@ class LengthBuckets:
             raise ValueError("batch_size and max_tokens must be positive")
         self.batch_size, self.max_tokens, self.seed = batch_size, max_tokens, seed
         self.shuffle, self.pool, self.drop_last = shuffle, pool, drop_last
+        self.shortest_first = shortest_first
         self._cache: tuple[int, list[np.ndarray]] | None = None
         self._count = len(self.epoch(0))
 
@@ -108,6 +111,8 @@ class LengthBuckets:
                 chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
                 batches += self._cut(chunk)
             batches = [batches[i] for i in rng.permutation(len(batches))]
+            if epoch < self.shortest_first:
+                batches.sort(key=lambda b: int(self.lengths[b].max()))
         self._cache = (epoch, batches)
         return batches
 
@@ -123,11 +128,11 @@ class LengthBuckets:
 
 
 def shard(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
-    """This process's share of a batch under data parallelism (contiguous, as even as possible)."""
+    """This process's share of a batch under data parallelism: contiguous, sizes differing by at most one
+    (so no process is left without work while another has two items more)."""
     if world <= 1:
         return indices
-    per = math.ceil(len(indices) / world)
-    return indices[rank * per:(rank + 1) * per]
+    return np.array_split(indices, world)[rank]
 
 
 __all__ = ["LengthBuckets", "length_mask", "masked_cross_entropy", "masked_mean", "pad", "shard"]

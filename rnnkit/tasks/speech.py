@@ -385,7 +385,8 @@ class SpeechTask(Task):
 
     def __init__(self, model: AcousticModel, train: tuple[list[Tensor], list[str]],
                  val: tuple[list[Tensor], list[str]], batch_size: int = 32, augment: bool = True, seed: int = 0,
-                 description: dict[str, Any] | None = None, speed_perturb: float = 0.0) -> None:
+                 description: dict[str, Any] | None = None, speed_perturb: float = 0.0,
+                 sortagrad: bool = False) -> None:
         self.model, self.augment, self.seed, self.description = model, augment, seed, description
         self.speed_perturb = speed_perturb
         self.alphabet = model.cfg.alphabet
@@ -398,7 +399,7 @@ class SpeechTask(Task):
                            for t in self.train_texts]
         self.batch_size = batch_size
         self.buckets = LengthBuckets([len(f) for f in self.train_feats], batch_size=min(batch_size, len(train[0])),
-                                     seed=seed)
+                                     seed=seed, shortest_first=int(sortagrad))
 
     def batches_per_epoch(self) -> int:
         return len(self.buckets)
@@ -461,7 +462,7 @@ class SpeechTask(Task):
         o = config["options"]
         return cls(model, parts[0], parts[1], o["batch_size"], o["augment"], o["seed"],
                    description={k: v for k, v in config.items() if k != "data"},
-                   speed_perturb=o.get("speed_perturb", 0.0))
+                   speed_perturb=o.get("speed_perturb", 0.0), sortagrad=o.get("sortagrad", False))
 
 
 @torch.no_grad()
@@ -531,7 +532,8 @@ class SpeechRecognizer:
     options: ``features`` (``"logmel"`` or ``"mfcc"``), ``n_mels``, ``n_mfcc``, ``deltas``,
     ``sample_rate``. ``labels``: the output characters (default: those of the training
     transcripts). ``augment``: SpecAugment masks while training; ``speed_perturb``: each training
-    utterance's features stretched in time by a factor drawn from ``1 +- speed_perturb`` (0: off).
+    utterance's features stretched in time by a factor drawn from ``1 +- speed_perturb`` (0: off);
+    ``sortagrad``: the first epoch's batches from the shortest utterances to the longest.
     Training options are those of :class:`TrainConfig`; with no budget, 10 minutes.
     """
 
@@ -540,7 +542,7 @@ class SpeechRecognizer:
                  deltas: int = 0, sample_rate: int = 8000, labels: str | None = None, augment: bool = True,
                  batch_size: int = 32, val_fraction: float = 0.1, out: str | Path | None = None,
                  progress: bool | None = False, weight_drop: float = 0.0, variational_dropout: float = 0.0,
-                 speed_perturb: float = 0.0, **train_options: Any) -> None:
+                 speed_perturb: float = 0.0, sortagrad: bool = False, **train_options: Any) -> None:
         if cell not in CELLS:
             raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
         for name, v in (("hidden", hidden), ("layers", layers), ("stride", stride), ("batch_size", batch_size),
@@ -560,7 +562,7 @@ class SpeechRecognizer:
         self.options = {"cell": cell, "hidden": hidden, "layers": layers, "dropout": dropout, "stride": stride,
                         "streaming": streaming, **reg.layer_options()}
         self.augment, self.batch_size, self.val_fraction = augment, batch_size, val_fraction
-        self.speed_perturb = speed_perturb
+        self.speed_perturb, self.sortagrad = speed_perturb, sortagrad
         self.out, self.progress = out, progress
         self.train_config = TrainConfig(**{"precision": "fp32", "lr": 3e-3, "warmup_steps": 100,
                                            **{k: v for k, v in train_options.items() if v is not None}})
@@ -600,10 +602,11 @@ class SpeechRecognizer:
             model.feat_std.copy_(allf.std(0).clamp_min(1e-3))
         description = {"model": asdict(cfg), "options": {"batch_size": self.batch_size, "augment": self.augment,
                                                          "seed": self.train_config.seed,
-                                                         "speed_perturb": self.speed_perturb}}
+                                                         "speed_perturb": self.speed_perturb,
+                                                         "sortagrad": self.sortagrad}}
         task = SpeechTask(model, ([feats[i] for i in train_idx], [texts[i] for i in train_idx]),
                           ([feats[i] for i in val_idx], [texts[i] for i in val_idx]), self.batch_size, self.augment,
-                          self.train_config.seed, description, self.speed_perturb)
+                          self.train_config.seed, description, self.speed_perturb, self.sortagrad)
         if self.out is None:
             self.run_dir = Path(tempfile.mkdtemp(prefix="rnnkit-speech-"))
             weakref.finalize(self, shutil.rmtree, str(self.run_dir), True)
