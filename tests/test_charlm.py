@@ -13,7 +13,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.nn.cells import CELLS
 from rnnkit.nn.layers import make_layer
 from rnnkit.nn.stepping import Picker, StepGenerator
-from rnnkit.tasks.charlm import CharLM, ModelConfig, recommended, training_speed
+from rnnkit.tasks.charlm import CharLM, ModelConfig, enough_chars, recommended, training_speed
 
 TINY = dict(hidden=32, layers=1, batch_size=8, seq_len=32, precision="fp32")
 
@@ -54,12 +54,16 @@ def test_the_model_follows_the_compute_the_budget_buys():
     def cache_bound(rate_512):  # speed falls with the square of the width, as matrix products do
         return lambda hidden: rate_512 * (512 / hidden) ** 2
 
-    amx, avx2_one_thread = cache_bound(24_000), cache_bound(2_000)
+    amx, amx_one_thread, avx2_one_thread = cache_bound(24_000), cache_bound(7_600), cache_bound(2_000)
     assert recommended(300, amx)["hidden"] == 512 and recommended(300, amx)["ema"]
     assert recommended(60, amx)["hidden"] == 256 == recommended(60)["hidden"]
-    assert recommended(300, avx2_one_thread)["hidden"] == 128
+    assert recommended(300, amx_one_thread)["hidden"] == 256 == recommended(60, amx_one_thread)["hidden"]
+    assert recommended(60, avx2_one_thread)["hidden"] == 128
+    assert recommended(300, avx2_one_thread)["hidden"] == 256
     assert recommended(3600, avx2_one_thread)["hidden"] == 512
     assert recommended(None, avx2_one_thread) == recommended(None)  # a step budget: the wide model
+    # the threshold grows with the model: as many characters as recurrent weights
+    assert enough_chars(512) == 4 * enough_chars(256) == 2 * 4 * 512 * 1024
 
 
 def test_training_speed_is_measured_with_the_runs_options():

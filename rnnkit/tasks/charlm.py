@@ -395,19 +395,27 @@ class DataConfig:
 
 
 DEFAULT_MAX_TIME = 120.0  # seconds, when no budget is given
-SHORT_BUDGET = 150.0      # seconds: without a speed measurement, up to this a smaller model learns more
-# Characters a 2x512 model must read within the budget to beat the faster 2x256 one: what it
-# reads in SHORT_BUDGET seconds on the AMX machine the defaults were tuned on (BENCHMARKS.md,
-# "Quality per CPU time"); below it the budget buys too little compute for the wide model.
-ENOUGH_CHARS = 3.5e6
+# A wider model beats a narrower, faster one once its budget lets it read about as many characters
+# as it has recurrent weights; below that the budget buys too little compute for it. BENCHMARKS.md
+# ("Defaults that fit the machine") has the side-by-side runs that place the ratio between the
+# wide models' losses and wins, on AMX and AVX2 CPUs, at 60 s and 300 s.
+CHARS_PER_WEIGHT = 1.0
+# seconds: without a speed measurement, up to this a smaller model learns more (where the AMX
+# machine the defaults were tuned on has its 2x512 LSTM read enough_chars(512))
+SHORT_BUDGET = 180.0
 SMALLER_HIDDEN = (256, 128)  # the short-budget model's sizes, tried in turn on slower machines
+
+
+def enough_chars(hidden: int, layers: int = 2) -> float:
+    """Characters an LSTM of this width must read within its budget to beat a narrower one."""
+    return CHARS_PER_WEIGHT * layers * 4 * hidden * (hidden + hidden)  # 4 gates over input and state a layer
 
 
 def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | None = None) -> dict[str, Any]:
     """The settings ``rnnkit train`` uses for options not given, by the compute the budget buys.
 
     Tuned for validation loss per CPU second on tiny-shakespeare (BENCHMARKS.md). When the
-    budget lets the wide model read enough text (:data:`ENOUGH_CHARS`; always under a step or
+    budget lets the wide model read enough text (:func:`enough_chars`; always under a step or
     epoch budget) a 2x512 LSTM with dropout wins, evaluated with a moving average of its
     weights. Otherwise a smaller model wins: on the AMX machine a 2x256 one's bf16 weights fit
     the cores' caches and it reads four times as many characters per second. Both overfit the
@@ -423,9 +431,9 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | No
         return wide
     if chars_per_s is None:
         return wide if max_time > SHORT_BUDGET else {**common, "hidden": 256, "lr": 6e-3, "dropout": 0.0}
-    if max_time * chars_per_s(512) >= ENOUGH_CHARS:
+    if max_time * chars_per_s(512) >= enough_chars(512):
         return wide
-    hidden = next((h for h in SMALLER_HIDDEN if max_time * chars_per_s(h) >= ENOUGH_CHARS), SMALLER_HIDDEN[-1])
+    hidden = next((h for h in SMALLER_HIDDEN if max_time * chars_per_s(h) >= enough_chars(h)), SMALLER_HIDDEN[-1])
     return {**common, "hidden": hidden, "lr": 6e-3, "dropout": 0.0}
 
 
