@@ -3,7 +3,7 @@ strings, streaming.
 
     python benchmarks/speech.py isolated  --minutes 15     # takes 0-4 of every speaker and digit are the test set
     python benchmarks/speech.py loso      --minutes 5      # one run per held-out speaker
-    python benchmarks/speech.py strings   --minutes 15     # connected 1-7 digit strings, WER and string error
+    python benchmarks/speech.py strings   --minutes 15 --stride 4 --sortagrad   # connected 1-7 digit strings
     python benchmarks/speech.py streaming --minutes 15     # the one-direction model on the same strings
     python benchmarks/speech.py all --smoke                # every part in seconds: checks the script runs
 
