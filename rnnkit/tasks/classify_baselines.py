@@ -117,7 +117,7 @@ class NBSVM(Baseline):
         x = self._vectorizer.fit_transform(texts).tocsr()
         # two classes need one model (class 1 against class 0); more need one per class
         targets = [1] if len(self.classes_) == 2 else range(len(self.classes_))
-        self._r, self._w, self._b = [], [], []
+        coefs, biases = [], []
         for c in targets:
             pos = y == c
             p = self.alpha + np.asarray(x[pos].sum(axis=0)).ravel()
@@ -125,9 +125,9 @@ class NBSVM(Baseline):
             r = np.log(p / p.sum()) - np.log(q / q.sum())
             w, b = self._linear(x @ sp.diags(r), pos.astype(np.int64))
             w = (1 - self.beta) * np.abs(w).mean() + self.beta * w
-            self._r.append(r)
-            self._w.append(w)
-            self._b.append(b)
+            coefs.append(r * w)  # the score of binarised features x is x @ (r * w') + b
+            biases.append(b)
+        self._coef, self._bias = np.stack(coefs), np.asarray(biases, dtype=np.float64)
 
     def _linear(self, x: Any, y: np.ndarray) -> tuple[np.ndarray, float]:
         if self.classifier == "svm":
@@ -148,10 +148,9 @@ class NBSVM(Baseline):
         the options in its metadata (reading it back runs no code, unlike a pickle)."""
         if not hasattr(self, "classes_"):
             raise RnnkitError(f"{self.name} is not fitted yet; call fit first")
-        weights = np.stack([r * w for r, w in zip(self._r, self._w, strict=True)])
         options = {"ngram": self.ngram, "alpha": self.alpha, "beta": self.beta, "C": self.C,
                    "classifier": self.classifier, "lower": self.lower}
-        save_tensors(path, {"weights": weights, "bias": np.asarray(self._b, dtype=np.float64)},
+        save_tensors(path, {"weights": self._coef, "bias": self._bias},
                      {"options": json.dumps(options), "classes": json.dumps(self.classes_),
                       "ngrams": json.dumps(self._vectorizer.get_feature_names_out().tolist())})
 
@@ -163,13 +162,10 @@ class NBSVM(Baseline):
             model = cls(**json.loads(meta["options"]))
             model.classes_ = list(json.loads(meta["classes"]))
             ngrams = json.loads(meta["ngrams"])
-            weights, bias = tensors["weights"].numpy(), tensors["bias"].numpy()
+            model._coef, model._bias = tensors["weights"].numpy(), tensors["bias"].numpy()
         except (KeyError, TypeError, ValueError):
             raise RnnkitError(f"{path} is not an NBSVM that rnnkit saved") from None
         model._vectorizer = model._make_vectorizer(vocabulary=ngrams)
-        # the saved weights already hold r * w': keep r at one so that scoring multiplies nothing twice
-        model._r = [np.ones(len(ngrams)) for _ in weights]
-        model._w, model._b = list(weights), [float(b) for b in bias]
         return model
 
     def _make_vectorizer(self, vocabulary: list[str] | None = None) -> Any:
@@ -180,7 +176,7 @@ class NBSVM(Baseline):
 
     def _scores(self, texts: list[str]) -> np.ndarray:
         x = self._vectorizer.transform(texts).tocsr()
-        s = np.stack([x @ (r * w) + b for r, w, b in zip(self._r, self._w, self._b, strict=True)], axis=1)
+        s = np.asarray(x @ self._coef.T) + self._bias
         if len(self.classes_) == 2:
             # columns -s/2 and s/2: argmax follows the sign of s, and the softmax of the row is sigmoid(s)
             s = np.concatenate([-s / 2, s / 2], axis=1)

@@ -395,8 +395,7 @@ class SpeechTask(Task):
         self.val_feats, self.val_texts = [f.to(torch.float16) for f in val[0]], list(val[1])
         self.train_targets = [torch.tensor(self.alphabet.encode(t), dtype=torch.long) for t in self.train_texts]
         # the fewest feature frames CTC can align each transcript with: a label a step, a blank between repeats
-        self.min_frames = [model.cfg.stride * (len(t) + sum(a == b for a, b in zip(t, t[1:], strict=False)))
-                           for t in self.train_texts]
+        self.min_frames = [model.cfg.stride * ctc_min_frames(t) for t in self.train_targets]
         self.batch_size = batch_size
         self.buckets = LengthBuckets([len(f) for f in self.train_feats], batch_size=min(batch_size, len(train[0])),
                                      seed=seed, shortest_first=int(sortagrad))
