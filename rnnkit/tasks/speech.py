@@ -301,6 +301,7 @@ def beam_decode(log_probs: Tensor, alphabet: Alphabet, beam: int = 8, lm: CharNg
     neg = -math.inf
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, neg)}
     lm_score: dict[tuple[int, ...], float] = {(): 0.0}
+    text: dict[tuple[int, ...], str] = {(): ""}  # each prefix's characters, built as it grows
 
     def total(prefix: tuple[int, ...], pb: float, pnb: float) -> float:
         return _logsumexp(pb, pnb) + lm_weight * lm_score[prefix] + length_bonus * len(prefix)
@@ -314,13 +315,15 @@ def beam_decode(log_probs: Tensor, alphabet: Alphabet, beam: int = 8, lm: CharNg
             entry[0] = _logsumexp(entry[0], both + frame[Alphabet.blank])
             if prefix:
                 entry[1] = _logsumexp(entry[1], pnb + frame[prefix[-1]])
-            history = alphabet.decode(prefix) if lm or lexicon else ""
+            history = text[prefix]
             for c in candidates:
-                if lexicon is not None and not lexicon.allows(history, alphabet.symbols[c - 1]):
+                char = alphabet.symbols[c - 1]
+                if lexicon is not None and not lexicon.allows(history, char):
                     continue
                 longer = (*prefix, c)
                 if longer not in lm_score:
-                    lm_score[longer] = lm_score[prefix] + (lm.logprob(history, alphabet.symbols[c - 1]) if lm else 0.0)
+                    lm_score[longer] = lm_score[prefix] + (lm.logprob(history, char) if lm else 0.0)
+                    text[longer] = history + char
                 via = pb if prefix and c == prefix[-1] else both
                 e = nxt[longer]
                 e[1] = _logsumexp(e[1], via + frame[c])
@@ -328,10 +331,10 @@ def beam_decode(log_probs: Tensor, alphabet: Alphabet, beam: int = 8, lm: CharNg
         beams = {k: (v[0], v[1]) for k, v in ranked}
 
     def final(prefix: tuple[int, ...]) -> float:
-        end = lm_weight * lm.logprob(alphabet.decode(prefix), CharNgram.END) if lm else 0.0
+        end = lm_weight * lm.logprob(text[prefix], CharNgram.END) if lm else 0.0
         return total(prefix, *beams[prefix]) + end
 
-    ends = [p for p in beams if lexicon.complete(alphabet.decode(p))] if lexicon is not None else []
+    ends = [p for p in beams if lexicon.complete(text[p])] if lexicon is not None else []
     return list(max(ends or beams, key=final))
 
 
