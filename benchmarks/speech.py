@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import make_digit_strings  # noqa: E402
 from common import SHARED, machine, table  # noqa: E402
 
+from rnnkit.errors import RnnkitError  # noqa: E402
 from rnnkit.io import write_json  # noqa: E402
 from rnnkit.tasks.speech import SpeechRecognizer  # noqa: E402
 
@@ -197,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         if (args.out / part).exists() or (part == "loso" and any(args.out.glob("loso-*"))):
             print(f"{args.out / part} exists: remove it or give another --out", file=sys.stderr)
             return 2
-        results[part] = PARTS[part](args)
+        try:
+            results[part] = PARTS[part](args)
+        except RnnkitError as e:
+            sys.exit(f"error: {e}")
         budget = "smoke" if args.smoke else f"{args.minutes:g} min a run"
         print(table(results[part], title=f"{part} ({budget}, {args.cell})"), flush=True)
     write_json(args.out / f"results-{args.part}.json", {"machine": machine(), "minutes": args.minutes,

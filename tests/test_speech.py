@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -254,6 +255,17 @@ def test_bad_input_is_one_line(tmp_path):
         assert not (tmp_path / f"run{i}").exists() or not any((tmp_path / f"run{i}").iterdir())
 
 
+def test_too_short_names_the_largest_stride_that_fits():
+    alphabet = Alphabet("ab")
+    utts = [Utterance(Path("long.wav"), "ab"), Utterance(Path("short.wav"), "aba")]
+    feats = [torch.zeros(12, 4), torch.zeros(7, 4)]  # "aba" needs 3 output frames: stride 2 gives 4, 3 gives 3
+    SpeechRecognizer._check_feasible(utts, feats, alphabet, stride=3)
+    with pytest.raises(RnnkitError, match=r"1 clip\(s\) .* short.wav: 2 output frames .*--stride 3 fits every clip"):
+        SpeechRecognizer._check_feasible(utts, feats, alphabet, stride=4)
+    with pytest.raises(RnnkitError, match=r"needs 3: .* repeats\)$"):  # not even stride 1: no hint
+        SpeechRecognizer._check_feasible(utts, [torch.zeros(12, 4), torch.zeros(2, 4)], alphabet, stride=2)
+
+
 def test_utterances_of_both_splits_never_mix(mini_fsdd):
     from rnnkit.tasks.speech import load_utterances
 
@@ -266,7 +278,6 @@ def test_utterances_of_both_splits_never_mix(mini_fsdd):
 def test_benchmark_refuses_strings_that_share_a_recording(tmp_path, monkeypatch):
     import argparse
     import sys
-    from pathlib import Path
 
     bench = Path(__file__).resolve().parents[1] / "benchmarks"
     monkeypatch.syspath_prepend(str(bench))

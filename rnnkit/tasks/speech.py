@@ -624,14 +624,15 @@ class SpeechRecognizer:
     @staticmethod
     def _check_feasible(utts: Sequence[Utterance], feats: Sequence[Tensor], alphabet: Alphabet, stride: int) -> None:
         """Refuse clips too short for their transcript under CTC (its frames must cover labels + repeats)."""
-        bad = [(u, len(f)) for u, f in zip(utts, feats, strict=True)
-               if math.ceil(len(f) / stride) < ctc_min_frames(alphabet.encode(u.text))]
+        need = [ctc_min_frames(alphabet.encode(u.text)) for u in utts]
+        bad = [(u, len(f), k) for u, f, k in zip(utts, feats, need, strict=True) if math.ceil(len(f) / stride) < k]
         if bad:
-            u, n = bad[0]
+            u, n, k = bad[0]
+            fits = next((s for s in range(stride - 1, 0, -1)
+                         if all(math.ceil(len(f) / s) >= m for f, m in zip(feats, need, strict=True))), None)
             raise RnnkitError(f"{len(bad)} clip(s) too short for their transcript under CTC, e.g. {u.path.name}: "
-                              f"{math.ceil(n / stride)} output frames for {u.text!r} (needs "
-                              f"{ctc_min_frames(alphabet.encode(u.text))}: a label each and a blank between repeats)"
-                              + ("; try --stride 1" if stride > 1 else ""))
+                              f"{math.ceil(n / stride)} output frames for {u.text!r} (needs {k}: a label each "
+                              "and a blank between repeats)" + (f"; --stride {fits} fits every clip" if fits else ""))
 
     @classmethod
     def resume(cls, run: str | Path, progress: bool | None = None, **changes: Any) -> SpeechRecognizer:
