@@ -407,7 +407,11 @@ SMALLER_HIDDEN = (256, 128)  # the short-budget model's sizes, tried in turn on 
 
 
 def enough_chars(hidden: int, layers: int = 2) -> float:
-    """Characters an LSTM of this width must read within its budget to beat a narrower one."""
+    """Characters a model of this width must read within its budget to beat a narrower one.
+
+    Counted as an LSTM's recurrent weights whatever the cell: a minGRU, with half of them, still
+    needs this much text (BENCHMARKS.md, "Cells against each other").
+    """
     return CHARS_PER_WEIGHT * layers * 4 * hidden * (hidden + hidden)  # 4 gates over input and state a layer
 
 
