@@ -16,6 +16,7 @@ from rnnkit.data.audio import (
     dct_matrix,
     deltas,
     frame_count,
+    frequency_warp,
     hz_to_mel,
     load_audio,
     mel_centers,
@@ -324,3 +325,19 @@ def test_spectrogram_image_and_plot(tmp_path):
     assert (tmp_path / "plain.png").stat().st_size > 1000
     with pytest.raises(RnnkitError, match="alignment has 3 frames"):
         plot_spectrogram(img.T, tmp_path / "x.png", posteriors=post, alignment=[0, 1, 2])
+
+
+def test_frequency_warp_moves_a_tone_to_the_band_of_its_scaled_frequency():
+    config = FeatureConfig(deltas=1)
+    feats = config(torch.from_numpy(tone(1000, 8000)))  # log-mels, then their deltas
+    centers = config.band_centers
+    before = centers[int(feats[:, :40].mean(0).argmax())]
+    for factor in (0.85, 1.2):
+        warped = frequency_warp(feats, factor, centers)
+        assert warped.shape == feats.shape
+        peak = int(warped[:, :40].mean(0).argmax())
+        assert abs(peak - int(np.abs(centers - before * factor).argmin())) <= 1
+        torch.testing.assert_close(warped[:, 40:], frequency_warp(feats[:, 40:], factor, centers))  # each block alike
+    assert frequency_warp(feats, 1.0, centers) is feats
+    with pytest.raises(ValueError, match="blocks of 40"):
+        frequency_warp(feats[:, :30], 1.1, centers)

@@ -15,7 +15,16 @@ from conftest import SHARED, assert_one_line_error, one_line, rnnkit_cli
 
 from rnnkit.data.speech import DIGIT_WORDS, Alphabet, Utterance
 from rnnkit.errors import RnnkitError
-from rnnkit.tasks.speech import CharNgram, Lexicon, SpeechRecognizer, beam_decode, ctc_loss, error_rates, greedy_decode
+from rnnkit.tasks.speech import (
+    Augmentation,
+    CharNgram,
+    Lexicon,
+    SpeechRecognizer,
+    beam_decode,
+    ctc_loss,
+    error_rates,
+    greedy_decode,
+)
 
 FSDD = SHARED / "speech" / "fsdd"
 needs_fsdd = pytest.mark.skipif(not FSDD.is_dir(), reason="FSDD not in ../shared/data/speech/fsdd")
@@ -120,12 +129,30 @@ def test_speed_perturbation_is_seeded_and_never_leaves_ctc_too_few_frames():
     model = AcousticModel(ModelConfig(labels=" eno", features={"n_mels": 8}, hidden=4, layers=1, stride=2))
     texts = ["one", "noon", "one one"]
     feats = [torch.randn(n, 8) for n in (6, 12, 200)]  # the first two have exactly the frames CTC needs
-    task = SpeechTask(model, (feats, texts), (feats, texts), batch_size=3, augment=False, seed=1, speed_perturb=0.3)
+    task = SpeechTask(model, (feats, texts), (feats, texts), batch_size=3, seed=1,
+                      augmentation=Augmentation(spec_augment=False, speed_perturb=0.3))
     assert task.min_frames == [6, 10, 14]
-    lengths = {i: {len(task._stretched(feats[i], epoch, i)) for epoch in range(30)} for i in range(3)}
+    lengths = {i: {len(task.augmented(feats[i], epoch, i)) for epoch in range(30)} for i in range(3)}
     assert min(lengths[0]) == 6 and min(lengths[1]) >= 10  # shortened only as far as CTC allows
     assert min(lengths[2]) < 200 < max(lengths[2]) and max(lengths[2]) <= 260
-    torch.testing.assert_close(task._stretched(feats[2], 4, 2), task._stretched(feats[2], 4, 2))  # same draw
+    torch.testing.assert_close(task.augmented(feats[2], 4, 2), task.augmented(feats[2], 4, 2))  # same draw
+
+
+def test_vtlp_warps_every_utterance_by_its_own_seeded_factor():
+    from rnnkit.tasks.speech import AcousticModel, ModelConfig, SpeechTask
+
+    model = AcousticModel(ModelConfig(labels=" eno", features={"n_mels": 8, "deltas": 1}, hidden=4, layers=1))
+    feats = [torch.randn(30, 16) for _ in range(2)]
+    task = SpeechTask(model, (feats, ["one"] * 2), (feats, ["one"] * 2), batch_size=2, seed=3,
+                      augmentation=Augmentation(spec_augment=False, vtlp=0.2))
+    warped = [task.augmented(feats[0], epoch, 0) for epoch in range(4)]
+    assert all(w.shape == feats[0].shape and not torch.equal(w, feats[0]) for w in warped)
+    assert not torch.equal(warped[0], warped[1])  # a new factor each epoch ...
+    torch.testing.assert_close(task.augmented(feats[0], 2, 0), warped[2])  # ... the same one on a resumed run
+    with pytest.raises(RnnkitError, match="log-mel"):
+        SpeechRecognizer(features="mfcc", vtlp=0.1)
+    with pytest.raises(RnnkitError, match=r"\[0, 1\)"):
+        SpeechRecognizer(vtlp=1.5)
 
 
 def test_ctc_loss_of_repeats_is_finite_exactly_at_the_minimum_frame_count():
@@ -151,10 +178,11 @@ def test_train_resume_eval_transcribe_plot_through_the_cli(mini_fsdd, tmp_path):
     shutil.copytree(mini_fsdd, data)
     run = tmp_path / "run"
     p = rnnkit_cli("speech", "train", data, "--format", "fsdd", "--split", "train", "--out", run, *TINY,
-                   "--max-steps", "3", "--speed-perturb", "0.1", "--sortagrad")
+                   "--max-steps", "3", "--speed-perturb", "0.1", "--vtlp", "0.1", "--sortagrad")
     assert p.returncode == 0, p.stderr
     config = json.loads((run / "config.json").read_text())
-    assert config["task"] == "speech" and config["options"]["speed_perturb"] == 0.1 and config["options"]["sortagrad"]
+    assert config["task"] == "speech" and config["options"]["sortagrad"]
+    assert config["options"]["speed_perturb"] == 0.1 == config["options"]["vtlp"]
     shutil.rmtree(data)  # the run folder alone must be enough to resume
     p = rnnkit_cli("speech", "train", "--resume", run, "--max-steps", "5")
     assert p.returncode == 0, p.stderr

@@ -66,6 +66,9 @@ def register(sub) -> None:
                    help="SpecAugment time and frequency masks while training (default on)")
     g.add_argument("--speed-perturb", type=fraction, default=0.0, metavar="X",
                    help="stretch each training utterance in time by a factor in 1 +- X (default 0: off)")
+    g.add_argument("--vtlp", type=fraction, default=0.0, metavar="X",
+                   help="warp each training utterance's mel bands by a factor in 1 +- X, as a longer or shorter "
+                   "vocal tract would (Jaitly & Hinton 2013; default 0: off)")
     g.add_argument("--sortagrad", action="store_true",
                    help="run the first epoch from the shortest utterances to the longest (Amodei et al. 2016)")
     g = t.add_argument_group("model")
@@ -157,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                            weight_drop=args.weight_drop, variational_dropout=args.variational_dropout,
                            stride=args.stride, streaming=args.streaming, features=args.features, n_mels=args.n_mels,
                            n_mfcc=args.n_mfcc, deltas=args.deltas, sample_rate=args.sample_rate, labels=args.labels,
-                           augment=args.spec_augment, speed_perturb=args.speed_perturb,
+                           augment=args.spec_augment, speed_perturb=args.speed_perturb, vtlp=args.vtlp,
                            sortagrad=args.sortagrad, batch_size=args.batch_size,
                            val_fraction=args.val_fraction, out=args.out, progress=None, **options)
     rec.fit(args.data, **data)

@@ -340,6 +340,11 @@ class FeatureConfig:
         return mel_filterbank(self.n_mels, self.fft_size, self.sample_rate, self.f_min, self.f_max, self.mel_scale)
 
     @cached_property
+    def band_centers(self) -> np.ndarray:
+        """Centre frequencies (Hz) of the mel bands."""
+        return mel_centers(self.n_mels, self.sample_rate, self.f_min, self.f_max, self.mel_scale)
+
+    @cached_property
     def window(self) -> torch.Tensor:
         """The Hann window padded to ``fft_size``, built on first use."""
         return _frame_window(self.win_length, self.fft_size)
@@ -421,6 +426,24 @@ def time_stretch(features: torch.Tensor, factor: float, min_frames: int = 1) -> 
         return features
     x = features.T.unsqueeze(0).float()
     return torch.nn.functional.interpolate(x, size=frames, mode="linear", align_corners=True)[0].T.to(features.dtype)
+
+
+def frequency_warp(features: torch.Tensor, factor: float, centers: np.ndarray) -> torch.Tensor:
+    """``(frames, k * n_mels)`` log-mel features (and their deltas) as a vocal tract ``1 / factor`` as
+    long would give them: band i takes the value at ``centers[i] / factor`` Hz, interpolated between
+    the neighbouring bands and held at the edge bands beyond them. Vocal tract length perturbation
+    (Jaitly & Hinton 2013) on the features; ``centers`` are the bands' centre frequencies."""
+    n = len(centers)
+    if features.shape[1] % n:
+        raise ValueError(f"features of {features.shape[1]} columns are not blocks of {n} bands")
+    if factor == 1:
+        return features
+    src = torch.as_tensor(np.interp(centers / factor, centers, np.arange(n)), dtype=torch.float32)
+    lo = src.floor().long()
+    hi = (lo + 1).clamp_max(n - 1)
+    w = (src - lo).to(features.dtype)
+    x = features.reshape(features.shape[0], -1, n)
+    return (x[..., lo] * (1 - w) + x[..., hi] * w).reshape(features.shape)
 
 
 # ---------------------------------------------------------------- pictures

@@ -46,7 +46,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.audio import FeatureConfig, load_audio, plot_spectrogram, power_spectrogram, spec_augment, time_stretch
+from ..data.audio import (
+    FeatureConfig,
+    frequency_warp,
+    load_audio,
+    plot_spectrogram,
+    power_spectrogram,
+    spec_augment,
+    time_stretch,
+)
 from ..data.batching import LengthBuckets, length_mask, shard
 from ..data.speech import Alphabet, Utterance, ctc_min_frames, fsdd_utterances, read_transcripts
 from ..errors import RnnkitError
@@ -371,6 +379,37 @@ def _key(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state) >> 1)
 
 
+@dataclass
+class Augmentation:
+    """What training does to an utterance's features, drawn from ``(seed, epoch, item)`` so that a
+    resumed run repeats it: stretched in time, bands warped, then masked."""
+
+    spec_augment: bool = True   # SpecAugment time and frequency masks (Park et al. 2019)
+    speed_perturb: float = 0.0  # stretched in time by a factor in 1 +- speed_perturb (Ko et al. 2015)
+    vtlp: float = 0.0           # mel bands warped by a factor in 1 +- vtlp (Jaitly & Hinton 2013)
+
+    def check(self, features: FeatureConfig) -> None:
+        if not 0 <= self.speed_perturb < 1 or not 0 <= self.vtlp < 1:
+            raise RnnkitError("speed_perturb and vtlp must be in [0, 1)")
+        if self.vtlp and features.kind != "logmel":
+            raise RnnkitError("vtlp warps mel bands: it needs log-mel features (--features logmel)")
+
+    def __call__(self, feats: Tensor, seed: int, epoch: int, index: int, min_frames: int,
+                 features: FeatureConfig) -> Tensor:
+        """One training utterance's features, never shortened below ``min_frames``."""
+        if self.speed_perturb:
+            feats = time_stretch(feats, _factor(self.speed_perturb, seed + 1, epoch, index), min_frames)
+        if self.vtlp:
+            feats = frequency_warp(feats, _factor(self.vtlp, seed + 2, epoch, index), features.band_centers)
+        if self.spec_augment:
+            feats = spec_augment(feats, _key(seed, epoch, index), **SPEC_AUGMENT)
+        return feats
+
+
+def _factor(spread: float, seed: int, epoch: int, index: int) -> float:
+    return 1 + spread * (2 * torch.rand(1, generator=_key(seed, epoch, index)).item() - 1)
+
+
 # ---------------------------------------------------------------- the task
 
 @register_task
@@ -387,11 +426,11 @@ class SpeechTask(Task):
     metric, higher_is_better, headline = "val_wer", False, "val_wer"
 
     def __init__(self, model: AcousticModel, train: tuple[list[Tensor], list[str]],
-                 val: tuple[list[Tensor], list[str]], batch_size: int = 32, augment: bool = True, seed: int = 0,
-                 description: dict[str, Any] | None = None, speed_perturb: float = 0.0,
-                 sortagrad: bool = False) -> None:
-        self.model, self.augment, self.seed, self.description = model, augment, seed, description
-        self.speed_perturb = speed_perturb
+                 val: tuple[list[Tensor], list[str]], batch_size: int = 32,
+                 augmentation: Augmentation | None = None, seed: int = 0,
+                 description: dict[str, Any] | None = None, sortagrad: bool = False) -> None:
+        self.model, self.seed, self.description = model, seed, description
+        self.augmentation = augmentation or Augmentation()
         self.alphabet = model.cfg.alphabet
         # held (and saved) in fp16, so a resumed run trains on exactly the values an unbroken one does
         self.train_feats, self.train_texts = [f.to(torch.float16) for f in train[0]], list(train[1])
@@ -413,13 +452,7 @@ class SpeechTask(Task):
     def training_loss(self, epoch: int, index: int) -> tuple[Tensor, int]:
         idx = self.buckets.batch(epoch, index)
         idx = idx[shard(np.arange(len(idx)), self.rank, self.world)]
-        feats = [self.train_feats[i].float() for i in idx]
-        if self.speed_perturb:
-            feats = [self._stretched(f, epoch, int(i)) for f, i in zip(feats, idx, strict=True)]
-        if self.augment:
-            feats = [spec_augment(f, _key(self.seed, epoch, int(i)), **SPEC_AUGMENT) for f, i in zip(feats, idx,
-                                                                                                     strict=True)]
-        x, lengths = self._batch(feats)
+        x, lengths = self._batch([self.augmented(self.train_feats[i].float(), epoch, int(i)) for i in idx])
         targets = [self.train_targets[i] for i in idx]
         log_probs, out_lengths, _ = self.model(x, lengths)
         y = nn.utils.rnn.pad_sequence(targets, batch_first=True).to(self.device) if any(len(t) for t in targets) \
@@ -427,10 +460,9 @@ class SpeechTask(Task):
         y_lengths = torch.tensor([len(t) for t in targets], device=self.device)
         return ctc_loss(log_probs, out_lengths, y, y_lengths), len(idx)
 
-    def _stretched(self, feats: Tensor, epoch: int, index: int) -> Tensor:
-        """Features spoken faster or slower by up to ``speed_perturb``, seeded like the masks, never too short."""
-        u = torch.rand(1, generator=_key(self.seed + 1, epoch, index)).item()
-        return time_stretch(feats, 1 + self.speed_perturb * (2 * u - 1), self.min_frames[index])
+    def augmented(self, feats: Tensor, epoch: int, index: int) -> Tensor:
+        """Training utterance ``index``'s features as epoch ``epoch`` reads them."""
+        return self.augmentation(feats, self.seed, epoch, index, self.min_frames[index], self.model.cfg.feature_config)
 
     def evaluate(self) -> dict[str, float]:
         """CTC loss, and word and character error rates of greedy decoding, on the validation utterances."""
@@ -462,9 +494,9 @@ class SpeechTask(Task):
             parts.append((feats, texts))
         model = AcousticModel(ModelConfig(**config["model"]))
         o = config["options"]
-        return cls(model, parts[0], parts[1], o["batch_size"], o["augment"], o["seed"],
-                   description={k: v for k, v in config.items() if k != "data"},
-                   speed_perturb=o.get("speed_perturb", 0.0), sortagrad=o.get("sortagrad", False))
+        augmentation = Augmentation(o["augment"], o.get("speed_perturb", 0.0), o.get("vtlp", 0.0))
+        return cls(model, parts[0], parts[1], o["batch_size"], augmentation, o["seed"],
+                   description={k: v for k, v in config.items() if k != "data"}, sortagrad=o.get("sortagrad", False))
 
 
 @torch.no_grad()
@@ -535,6 +567,8 @@ class SpeechRecognizer:
     ``sample_rate``. ``labels``: the output characters (default: those of the training
     transcripts). ``augment``: SpecAugment masks while training; ``speed_perturb``: each training
     utterance's features stretched in time by a factor drawn from ``1 +- speed_perturb`` (0: off);
+    ``vtlp``: its mel bands warped in frequency by a factor drawn from ``1 +- vtlp``, as a longer or
+    shorter vocal tract would shift them (0: off; log-mel features only);
     ``sortagrad``: the first epoch's batches from the shortest utterances to the longest.
     Training options are those of :class:`TrainConfig`; with no budget, 10 minutes.
     """
@@ -544,15 +578,16 @@ class SpeechRecognizer:
                  deltas: int = 0, sample_rate: int = 8000, labels: str | None = None, augment: bool = True,
                  batch_size: int = 32, val_fraction: float = 0.1, out: str | Path | None = None,
                  progress: bool | None = False, weight_drop: float = 0.0, variational_dropout: float = 0.0,
-                 speed_perturb: float = 0.0, sortagrad: bool = False, **train_options: Any) -> None:
+                 speed_perturb: float = 0.0, vtlp: float = 0.0, sortagrad: bool = False,
+                 **train_options: Any) -> None:
         if cell not in CELLS:
             raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
         for name, v in (("hidden", hidden), ("layers", layers), ("stride", stride), ("batch_size", batch_size),
                         ("sample_rate", sample_rate)):
             if v <= 0:
                 raise RnnkitError(f"{name} must be positive, got {v}")
-        if not 0 <= dropout < 1 or not 0 <= val_fraction < 1 or not 0 <= speed_perturb < 1:
-            raise RnnkitError("dropout, val_fraction and speed_perturb must be in [0, 1)")
+        if not 0 <= dropout < 1 or not 0 <= val_fraction < 1:
+            raise RnnkitError("dropout and val_fraction must be in [0, 1)")
         unknown = set(train_options) - TRAIN_FIELDS
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
@@ -563,8 +598,9 @@ class SpeechRecognizer:
         reg = LayerRegularisation.checked(cell, weight_drop=weight_drop, variational_dropout=variational_dropout)
         self.options = {"cell": cell, "hidden": hidden, "layers": layers, "dropout": dropout, "stride": stride,
                         "streaming": streaming, **reg.layer_options()}
-        self.augment, self.batch_size, self.val_fraction = augment, batch_size, val_fraction
-        self.speed_perturb, self.sortagrad = speed_perturb, sortagrad
+        self.augmentation = Augmentation(augment, speed_perturb, vtlp)
+        self.augmentation.check(self.feature_config)
+        self.batch_size, self.val_fraction, self.sortagrad = batch_size, val_fraction, sortagrad
         self.out, self.progress = out, progress
         self.train_config = TrainConfig(**{"precision": "fp32", "lr": 3e-3, "warmup_steps": 100,
                                            **{k: v for k, v in train_options.items() if v is not None}})
@@ -602,13 +638,13 @@ class SpeechRecognizer:
             allf = torch.cat([feats[i] for i in train_idx])
             model.feat_mean.copy_(allf.mean(0))
             model.feat_std.copy_(allf.std(0).clamp_min(1e-3))
-        description = {"model": asdict(cfg), "options": {"batch_size": self.batch_size, "augment": self.augment,
-                                                         "seed": self.train_config.seed,
-                                                         "speed_perturb": self.speed_perturb,
-                                                         "sortagrad": self.sortagrad}}
+        aug = self.augmentation
+        description = {"model": asdict(cfg), "options": {"batch_size": self.batch_size, "augment": aug.spec_augment,
+                                                         "speed_perturb": aug.speed_perturb, "vtlp": aug.vtlp,
+                                                         "seed": self.train_config.seed, "sortagrad": self.sortagrad}}
         task = SpeechTask(model, ([feats[i] for i in train_idx], [texts[i] for i in train_idx]),
-                          ([feats[i] for i in val_idx], [texts[i] for i in val_idx]), self.batch_size, self.augment,
-                          self.train_config.seed, description, self.speed_perturb, self.sortagrad)
+                          ([feats[i] for i in val_idx], [texts[i] for i in val_idx]), self.batch_size, aug,
+                          self.train_config.seed, description, self.sortagrad)
         if self.out is None:
             self.run_dir = Path(tempfile.mkdtemp(prefix="rnnkit-speech-"))
             weakref.finalize(self, shutil.rmtree, str(self.run_dir), True)
