@@ -43,7 +43,8 @@ TEST_SEED, TRAIN_SEED = 2024, 7
 def recognizer(args: argparse.Namespace, out: Path, **model) -> SpeechRecognizer:
     options = {"hidden": 16, "layers": 1, "max_steps": 3} if args.smoke else {"max_time": args.minutes * 60}
     chosen = {k: getattr(args, k) for k in ("hidden", "layers", "stride", "batch_size", "lr", "features", "dropout",
-                                            "speed_perturb", "vtlp", "sortagrad", "ema", "weight_decay")
+                                            "speed_perturb", "vtlp", "pad_silence_ms", "sortagrad", "ema",
+                                            "weight_decay")
               if getattr(args, k) is not None}
     return SpeechRecognizer(**{"cell": args.cell, "out": out, "progress": not args.smoke, **chosen, **options,
                                **model})
@@ -171,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                        ("dropout", float), ("speed-perturb", float), ("vtlp", float), ("ema", float),
                        ("weight-decay", float)):
         p.add_argument(f"--{name}", type=kind, help="model or training setting (default: rnnkit speech train's)")
+    p.add_argument("--pad-silence", type=float, dest="pad_silence_ms", metavar="MS",
+                   help="model or training setting (default: rnnkit speech train's)")
     p.add_argument("--features", choices=["logmel", "mfcc"])
     p.add_argument("--sortagrad", action="store_true", default=None, help="the first epoch shortest first")
     p.add_argument("--fsdd", type=Path, default=FSDD)

@@ -23,6 +23,7 @@ from rnnkit.data.audio import (
     mel_filterbank,
     mel_to_hz,
     normalize_utterance,
+    pad_silence,
     plot_spectrogram,
     power_spectrogram,
     resample,
@@ -341,3 +342,13 @@ def test_frequency_warp_moves_a_tone_to_the_band_of_its_scaled_frequency():
     assert frequency_warp(feats, 1.0, centers) is feats
     with pytest.raises(ValueError, match="blocks of 40"):
         frequency_warp(feats[:, :30], 1.1, centers)
+
+
+def test_pad_silence_repeats_the_quietest_frame_at_both_ends():
+    feats = torch.tensor([[3.0, 3.0, 9.0], [-2.0, -1.0, 7.0], [5.0, 4.0, -8.0]])
+    out = pad_silence(feats, 2, 1, loudness_columns=2)  # loudness from the first two columns: frame 1
+    assert out.shape == (6, 3)
+    torch.testing.assert_close(out[2:5], feats)
+    torch.testing.assert_close(out[[0, 1, 5]], feats[[1, 1, 1]])
+    assert pad_silence(feats, 0, 0, 2) is feats
+    assert FeatureConfig().loudness_columns == 40 and FeatureConfig(kind="mfcc").loudness_columns == 1

@@ -151,6 +151,24 @@ def test_vtlp_warps_every_utterance_by_its_own_seeded_factor():
     torch.testing.assert_close(task.augmented(feats[0], 2, 0), warped[2])  # ... the same one on a resumed run
     with pytest.raises(RnnkitError, match="log-mel"):
         SpeechRecognizer(features="mfcc", vtlp=0.1)
+    with pytest.raises(RnnkitError, match="pad_silence_ms"):
+        SpeechRecognizer(pad_silence_ms=-5)
+
+
+def test_silence_padding_adds_up_to_its_frames_at_each_end_and_keeps_the_speech():
+    from rnnkit.tasks.speech import AcousticModel, ModelConfig, SpeechTask
+
+    model = AcousticModel(ModelConfig(labels=" eno", features={"n_mels": 8}, hidden=4, layers=1))
+    feats = [torch.randn(30, 8)]
+    task = SpeechTask(model, (feats, ["one"]), (feats, ["one"]), batch_size=1, seed=3,
+                      augmentation=Augmentation(spec_augment=False, pad_silence_ms=50))  # 5 frames of 10 ms
+    lengths = set()
+    for epoch in range(40):
+        out = task.augmented(feats[0], epoch, 0)
+        start = next(i for i in range(len(out)) if torch.equal(out[i:i + 30], feats[0]))
+        assert start <= 5 and len(out) - 30 - start <= 5
+        lengths.add(len(out))
+    assert min(lengths) < 35 and max(lengths) > 35
     with pytest.raises(RnnkitError, match=r"\[0, 1\)"):
         SpeechRecognizer(vtlp=1.5)
 
@@ -178,11 +196,12 @@ def test_train_resume_eval_transcribe_plot_through_the_cli(mini_fsdd, tmp_path):
     shutil.copytree(mini_fsdd, data)
     run = tmp_path / "run"
     p = rnnkit_cli("speech", "train", data, "--format", "fsdd", "--split", "train", "--out", run, *TINY,
-                   "--max-steps", "3", "--speed-perturb", "0.1", "--vtlp", "0.1", "--sortagrad")
+                   "--max-steps", "3", "--speed-perturb", "0.1", "--vtlp", "0.1", "--pad-silence", "30", "--sortagrad")
     assert p.returncode == 0, p.stderr
     config = json.loads((run / "config.json").read_text())
     assert config["task"] == "speech" and config["options"]["sortagrad"]
     assert config["options"]["speed_perturb"] == 0.1 == config["options"]["vtlp"]
+    assert config["options"]["pad_silence_ms"] == 30
     shutil.rmtree(data)  # the run folder alone must be enough to resume
     p = rnnkit_cli("speech", "train", "--resume", run, "--max-steps", "5")
     assert p.returncode == 0, p.stderr

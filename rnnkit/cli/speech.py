@@ -69,6 +69,9 @@ def register(sub) -> None:
     g.add_argument("--vtlp", type=fraction, default=0.0, metavar="X",
                    help="warp each training utterance's mel bands by a factor in 1 +- X, as a longer or shorter "
                    "vocal tract would (Jaitly & Hinton 2013; default 0: off)")
+    g.add_argument("--pad-silence", type=float, default=0.0, metavar="MS",
+                   help="add up to MS milliseconds of silence (the utterance's quietest frame) at the start and at "
+                   "the end of each training utterance (default 0: off)")
     g.add_argument("--sortagrad", action="store_true",
                    help="run the first epoch from the shortest utterances to the longest (Amodei et al. 2016)")
     g = t.add_argument_group("model")
@@ -161,6 +164,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                            stride=args.stride, streaming=args.streaming, features=args.features, n_mels=args.n_mels,
                            n_mfcc=args.n_mfcc, deltas=args.deltas, sample_rate=args.sample_rate, labels=args.labels,
                            augment=args.spec_augment, speed_perturb=args.speed_perturb, vtlp=args.vtlp,
+                           pad_silence_ms=args.pad_silence,
                            sortagrad=args.sortagrad, batch_size=args.batch_size,
                            val_fraction=args.val_fraction, out=args.out, progress=None, **options)
     rec.fit(args.data, **data)

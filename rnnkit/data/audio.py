@@ -339,6 +339,11 @@ class FeatureConfig:
         """The ``(n_mels, fft_size // 2 + 1)`` mel filters, built on first use."""
         return mel_filterbank(self.n_mels, self.fft_size, self.sample_rate, self.f_min, self.f_max, self.mel_scale)
 
+    @property
+    def loudness_columns(self) -> int:
+        """The leading columns whose mean follows a frame's loudness: every log-mel, or an MFCC's c0."""
+        return self.n_mels if self.kind == "logmel" else 1
+
     @cached_property
     def band_centers(self) -> np.ndarray:
         """Centre frequencies (Hz) of the mel bands."""
@@ -426,6 +431,16 @@ def time_stretch(features: torch.Tensor, factor: float, min_frames: int = 1) -> 
         return features
     x = features.T.unsqueeze(0).float()
     return torch.nn.functional.interpolate(x, size=frames, mode="linear", align_corners=True)[0].T.to(features.dtype)
+
+
+def pad_silence(features: torch.Tensor, before: int, after: int, loudness_columns: int) -> torch.Tensor:
+    """``(frames, dim)`` features with ``before`` and ``after`` copies of the utterance's quietest frame
+    (least mean over its first ``loudness_columns`` columns: the log-mels, or an MFCC's c0) added at its
+    ends: the same speech with other lengths of silence around it."""
+    if not before and not after:
+        return features
+    quiet = features[features[:, :loudness_columns].float().mean(1).argmin()]
+    return torch.cat([quiet.expand(before, -1), features, quiet.expand(after, -1)])
 
 
 def frequency_warp(features: torch.Tensor, factor: float, centers: np.ndarray) -> torch.Tensor:

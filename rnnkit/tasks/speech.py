@@ -50,6 +50,7 @@ from ..data.audio import (
     FeatureConfig,
     frequency_warp,
     load_audio,
+    pad_silence,
     plot_spectrogram,
     power_spectrogram,
     spec_augment,
@@ -382,15 +383,18 @@ def _key(seed: int, epoch: int, index: int) -> torch.Generator:
 @dataclass
 class Augmentation:
     """What training does to an utterance's features, drawn from ``(seed, epoch, item)`` so that a
-    resumed run repeats it: stretched in time, bands warped, then masked."""
+    resumed run repeats it: stretched in time, bands warped, silence added, then masked."""
 
     spec_augment: bool = True   # SpecAugment time and frequency masks (Park et al. 2019)
     speed_perturb: float = 0.0  # stretched in time by a factor in 1 +- speed_perturb (Ko et al. 2015)
     vtlp: float = 0.0           # mel bands warped by a factor in 1 +- vtlp (Jaitly & Hinton 2013)
+    pad_silence_ms: float = 0.0  # up to this much silence added at each end (its quietest frame, repeated)
 
     def check(self, features: FeatureConfig) -> None:
         if not 0 <= self.speed_perturb < 1 or not 0 <= self.vtlp < 1:
             raise RnnkitError("speed_perturb and vtlp must be in [0, 1)")
+        if self.pad_silence_ms < 0:
+            raise RnnkitError(f"pad_silence_ms must be at least 0, not {self.pad_silence_ms}")
         if self.vtlp and features.kind != "logmel":
             raise RnnkitError("vtlp warps mel bands: it needs log-mel features (--features logmel)")
 
@@ -401,6 +405,10 @@ class Augmentation:
             feats = time_stretch(feats, _factor(self.speed_perturb, seed + 1, epoch, index), min_frames)
         if self.vtlp:
             feats = frequency_warp(feats, _factor(self.vtlp, seed + 2, epoch, index), features.band_centers)
+        most = round(self.pad_silence_ms / features.hop_ms)
+        if most:
+            before, after = torch.randint(0, most + 1, (2,), generator=_key(seed + 3, epoch, index)).tolist()
+            feats = pad_silence(feats, before, after, features.loudness_columns)
         if self.spec_augment:
             feats = spec_augment(feats, _key(seed, epoch, index), **SPEC_AUGMENT)
         return feats
@@ -494,7 +502,8 @@ class SpeechTask(Task):
             parts.append((feats, texts))
         model = AcousticModel(ModelConfig(**config["model"]))
         o = config["options"]
-        augmentation = Augmentation(o["augment"], o.get("speed_perturb", 0.0), o.get("vtlp", 0.0))
+        augmentation = Augmentation(o["augment"], o.get("speed_perturb", 0.0), o.get("vtlp", 0.0),
+                                    o.get("pad_silence_ms", 0.0))
         return cls(model, parts[0], parts[1], o["batch_size"], augmentation, o["seed"],
                    description={k: v for k, v in config.items() if k != "data"}, sortagrad=o.get("sortagrad", False))
 
@@ -568,7 +577,8 @@ class SpeechRecognizer:
     transcripts). ``augment``: SpecAugment masks while training; ``speed_perturb``: each training
     utterance's features stretched in time by a factor drawn from ``1 +- speed_perturb`` (0: off);
     ``vtlp``: its mel bands warped in frequency by a factor drawn from ``1 +- vtlp``, as a longer or
-    shorter vocal tract would shift them (0: off; log-mel features only);
+    shorter vocal tract would shift them (0: off; log-mel features only); ``pad_silence_ms``: up to
+    that much silence (the utterance's quietest frame, repeated) added at its start and at its end;
     ``sortagrad``: the first epoch's batches from the shortest utterances to the longest.
     Training options are those of :class:`TrainConfig`; with no budget, 10 minutes.
     """
@@ -578,7 +588,7 @@ class SpeechRecognizer:
                  deltas: int = 0, sample_rate: int = 8000, labels: str | None = None, augment: bool = True,
                  batch_size: int = 32, val_fraction: float = 0.1, out: str | Path | None = None,
                  progress: bool | None = False, weight_drop: float = 0.0, variational_dropout: float = 0.0,
-                 speed_perturb: float = 0.0, vtlp: float = 0.0, sortagrad: bool = False,
+                 speed_perturb: float = 0.0, vtlp: float = 0.0, pad_silence_ms: float = 0.0, sortagrad: bool = False,
                  **train_options: Any) -> None:
         if cell not in CELLS:
             raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
@@ -598,7 +608,7 @@ class SpeechRecognizer:
         reg = LayerRegularisation.checked(cell, weight_drop=weight_drop, variational_dropout=variational_dropout)
         self.options = {"cell": cell, "hidden": hidden, "layers": layers, "dropout": dropout, "stride": stride,
                         "streaming": streaming, **reg.layer_options()}
-        self.augmentation = Augmentation(augment, speed_perturb, vtlp)
+        self.augmentation = Augmentation(augment, speed_perturb, vtlp, pad_silence_ms)
         self.augmentation.check(self.feature_config)
         self.batch_size, self.val_fraction, self.sortagrad = batch_size, val_fraction, sortagrad
         self.out, self.progress = out, progress
@@ -641,6 +651,7 @@ class SpeechRecognizer:
         aug = self.augmentation
         description = {"model": asdict(cfg), "options": {"batch_size": self.batch_size, "augment": aug.spec_augment,
                                                          "speed_perturb": aug.speed_perturb, "vtlp": aug.vtlp,
+                                                         "pad_silence_ms": aug.pad_silence_ms,
                                                          "seed": self.train_config.seed, "sortagrad": self.sortagrad}}
         task = SpeechTask(model, ([feats[i] for i in train_idx], [texts[i] for i in train_idx]),
                           ([feats[i] for i in val_idx], [texts[i] for i in val_idx]), self.batch_size, aug,
