@@ -99,7 +99,8 @@ def loso(args: argparse.Namespace) -> list[dict]:
     for speaker in SPEAKERS[:1] if args.smoke else SPEAKERS:
         fsdd = {"format": "fsdd", "split": "all", "transcript": args.transcript}
         rec = recognizer(args, args.out / f"loso-{speaker}").fit(args.fsdd, exclude_speakers=[speaker], **fsdd)
-        rows.append({"held-out speaker": speaker, **scores(rec, args.fsdd, speakers=[speaker], **fsdd)})
+        rows.append({"held-out speaker": speaker, **scores(rec, args.fsdd, speakers=[speaker], **fsdd),
+                     **with_lexicon(rec, args.fsdd, args, speakers=[speaker], **fsdd)})
     return rows
 
 
