@@ -151,7 +151,7 @@ def test_vtlp_warps_every_utterance_by_its_own_seeded_factor():
     torch.testing.assert_close(task.augmented(feats[0], 2, 0), warped[2])  # ... the same one on a resumed run
     with pytest.raises(RnnkitError, match="log-mel"):
         SpeechRecognizer(features="mfcc", vtlp=0.1)
-    with pytest.raises(RnnkitError, match="pad_silence_ms"):
+    with pytest.raises(RnnkitError, match="silence padding must be at least 0 ms, not -5"):
         SpeechRecognizer(pad_silence_ms=-5)
 
 

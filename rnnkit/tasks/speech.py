@@ -394,7 +394,7 @@ class Augmentation:
         if not 0 <= self.speed_perturb < 1 or not 0 <= self.vtlp < 1:
             raise RnnkitError("speed_perturb and vtlp must be in [0, 1)")
         if self.pad_silence_ms < 0:
-            raise RnnkitError(f"pad_silence_ms must be at least 0, not {self.pad_silence_ms}")
+            raise RnnkitError(f"silence padding must be at least 0 ms, not {self.pad_silence_ms:g}")
         if self.vtlp and features.kind != "logmel":
             raise RnnkitError("vtlp warps mel bands: it needs log-mel features (--features logmel)")
 
