@@ -62,6 +62,10 @@ def test_the_model_follows_the_compute_the_budget_buys():
     assert recommended(300, avx2_one_thread)["hidden"] == 256
     assert recommended(3600, avx2_one_thread)["hidden"] == 512
     assert recommended(None, avx2_one_thread) == recommended(None)  # a step budget: the wide model
+    # the wide model is an LSTM, the smaller ones GRUs, with or without a speed measurement
+    assert recommended(300, amx)["cell"] == recommended(None)["cell"] == recommended(600)["cell"] == "lstm"
+    smaller = (recommended(60), recommended(60, avx2_one_thread), recommended(300, amx_one_thread))
+    assert {o["cell"] for o in smaller} == {"gru"}
     # the threshold grows with the model: as many characters as recurrent weights
     assert enough_chars(512) == 4 * enough_chars(256) == 2 * 4 * 512 * 1024
 

@@ -421,34 +421,43 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | No
     Tuned for validation loss per CPU second on tiny-shakespeare (BENCHMARKS.md). When the
     budget lets the wide model read enough text (:func:`enough_chars`; always under a step or
     epoch budget) a 2x512 LSTM with dropout wins, evaluated with a moving average of its
-    weights. Otherwise a smaller model wins: on the AMX machine a 2x256 one's bf16 weights fit
-    the cores' caches and it reads four times as many characters per second. Both overfit the
-    1 MB text within minutes; AdamW's weight decay of 0.3 is the regulariser that costs no speed.
+    weights. Otherwise a smaller GRU wins: it reads many more characters a second, and at these
+    widths the GRU learns more per second than the LSTM on AMX and AVX2 CPUs alike. All overfit
+    the 1 MB text within minutes; AdamW's weight decay of 0.3 is the regulariser that costs no speed.
 
     ``chars_per_s(hidden)`` measures this machine's training speed for a model of that width
     (:func:`training_speed`), so a slow CPU (AVX2 only, fp32) or a busy one gets the model its
     budget can train; without it the budget alone decides (:data:`SHORT_BUDGET`).
     """
-    common = {"cell": "lstm", "layers": 2, "batch_size": 64, "seq_len": 32, "weight_decay": 0.3}
-    wide = {**common, "hidden": 512, "lr": 4e-3, "dropout": 0.2, "ema": 0.998}
+    common = {"layers": 2, "batch_size": 64, "seq_len": 32, "weight_decay": 0.3}
+    wide = {**common, "cell": default_cell(512), "hidden": 512, "lr": 4e-3, "dropout": 0.2, "ema": 0.998}
     if max_time is None:
         return wide
     if chars_per_s is None:
-        return wide if max_time > SHORT_BUDGET else {**common, "hidden": 256, "lr": 6e-3, "dropout": 0.0}
-    if max_time * chars_per_s(512) >= enough_chars(512):
-        return wide
-    hidden = next((h for h in SMALLER_HIDDEN if max_time * chars_per_s(h) >= enough_chars(h)), SMALLER_HIDDEN[-1])
-    return {**common, "hidden": hidden, "lr": 6e-3, "dropout": 0.0}
+        hidden = 512 if max_time > SHORT_BUDGET else SMALLER_HIDDEN[0]
+    elif max_time * chars_per_s(512) >= enough_chars(512):
+        hidden = 512
+    else:
+        hidden = next((h for h in SMALLER_HIDDEN if max_time * chars_per_s(h) >= enough_chars(h)), SMALLER_HIDDEN[-1])
+    return wide if hidden == 512 else {**common, "cell": default_cell(hidden), "hidden": hidden, "lr": 6e-3,
+                                       "dropout": 0.0}
+
+
+def default_cell(hidden: int) -> str:
+    """The recommended cell at this width: the LSTM for the wide model, the GRU for the smaller ones
+    (BENCHMARKS.md, "Cells against each other": at 2x256 and 2x128 the GRU wins at 60 s and 300 s)."""
+    return "lstm" if hidden >= 512 else "gru"
 
 
 def training_speed(options: dict[str, Any], hidden: int, steps: int = 2) -> float:
     """Characters a second this machine trains a model of width ``hidden`` at, with the given options.
 
-    A throwaway model of the options' cell, depth, batch, window, device and precision takes one
-    warm-up step and ``steps`` timed ones (forward, backward, fused AdamW) on random text.
+    A throwaway model of the options' cell (else the width's :func:`default_cell`), depth, batch,
+    window, device and precision takes one warm-up step and ``steps`` timed ones (forward,
+    backward, fused AdamW) on random text.
     """
     defaults = recommended(None)
-    cell, layers = options.get("cell", defaults["cell"]), options.get("layers", defaults["layers"])
+    cell, layers = options.get("cell", default_cell(hidden)), options.get("layers", defaults["layers"])
     batch, seq = options.get("batch_size", defaults["batch_size"]), options.get("seq_len", defaults["seq_len"])
     device = resolve_device(options.get("device", "auto"))
     precision = resolve_precision(options.get("precision", "auto"), device)
