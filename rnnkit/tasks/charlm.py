@@ -445,7 +445,8 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | No
 
 def default_cell(hidden: int) -> str:
     """The recommended cell at this width: the LSTM for the wide model, the GRU for the smaller ones
-    (BENCHMARKS.md, "Cells against each other": at 2x256 and 2x128 the GRU wins at 60 s and 300 s)."""
+    (BENCHMARKS.md, "Cells against each other": side by side the GRU won at 2x256, 60 s and 300 s,
+    and at 2x128, 60 s, on AMX and emulated AVX2 CPUs)."""
     return "lstm" if hidden >= 512 else "gru"
 
 
