@@ -31,6 +31,7 @@ from rnnkit.data.audio import (
     spec_augment,
     spectrogram_image,
     time_stretch,
+    trim_silence,
 )
 from rnnkit.errors import RnnkitError
 
@@ -342,6 +343,25 @@ def test_frequency_warp_moves_a_tone_to_the_band_of_its_scaled_frequency():
     assert frequency_warp(feats, 1.0, centers) is feats
     with pytest.raises(ValueError, match="blocks of 40"):
         frequency_warp(feats[:, :30], 1.1, centers)
+
+
+def test_trim_silence_drops_the_quiet_ends_and_keeps_a_pause_inside():
+    rate = 8000
+    rng = np.random.default_rng(0)
+    quiet = lambda seconds: (1e-4 * rng.standard_normal(int(rate * seconds))).astype(np.float32)  # noqa: E731
+    x = np.concatenate([quiet(0.3), tone(500, rate, 0.3), quiet(0.1), tone(900, rate, 0.2), quiet(0.4)])
+    raw = FeatureConfig(normalize=False)
+    full = raw(torch.from_numpy(x))
+    trimmed = FeatureConfig(normalize=False, trim_db=30)(torch.from_numpy(x))
+    start = next(i for i in range(len(full)) if torch.equal(full[i], trimmed[0]))
+    torch.testing.assert_close(trimmed, full[start:start + len(trimmed)])  # one contiguous stretch
+    assert abs(start - 30) <= 3 and abs(len(trimmed) - 60) <= 4  # 0.3 s in, 0.6 s of tones and pause
+    torch.testing.assert_close(trim_silence(full, 200.0), full)  # nothing that quiet: every frame stays
+    normalised = FeatureConfig(trim_db=30)(torch.from_numpy(x))
+    assert normalised.shape == trimmed.shape and abs(float(normalised.mean())) < 1e-4  # trimmed, then normalised
+    for bad in (0.0, -10.0):
+        with pytest.raises(RnnkitError, match="positive level in dB"):
+            FeatureConfig(trim_db=bad)
 
 
 def test_pad_silence_repeats_the_quietest_frame_at_both_ends():

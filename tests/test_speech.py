@@ -196,9 +196,11 @@ def test_train_resume_eval_transcribe_plot_through_the_cli(mini_fsdd, tmp_path):
     shutil.copytree(mini_fsdd, data)
     run = tmp_path / "run"
     p = rnnkit_cli("speech", "train", data, "--format", "fsdd", "--split", "train", "--out", run, *TINY,
-                   "--max-steps", "3", "--speed-perturb", "0.1", "--vtlp", "0.1", "--pad-silence", "30", "--sortagrad")
+                   "--max-steps", "3", "--speed-perturb", "0.1", "--vtlp", "0.1", "--pad-silence", "30", "--sortagrad",
+                   "--trim-db", "40")
     assert p.returncode == 0, p.stderr
     config = json.loads((run / "config.json").read_text())
+    assert config["model"]["features"]["trim_db"] == 40  # recognition computes the same trimmed features
     assert config["task"] == "speech" and config["options"]["sortagrad"]
     assert config["options"]["speed_perturb"] == 0.1 == config["options"]["vtlp"]
     assert config["options"]["pad_silence_ms"] == 30
@@ -278,6 +280,8 @@ def test_streaming_matches_whole_file_decoding(tmp_path, capsys):
     assert lines[-1].split("\t")[2] == whole
     with pytest.raises(RnnkitError, match="delta"):
         SpeechRecognizer(streaming=True, deltas=1)
+    with pytest.raises(RnnkitError, match="cannot trim silence"):
+        SpeechRecognizer(streaming=True, trim_db=30)
 
 
 # ---------------------------------------------------------------- bad input

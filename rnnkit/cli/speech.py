@@ -62,6 +62,9 @@ def register(sub) -> None:
     g.add_argument("--deltas", type=int, choices=[0, 1, 2], default=0, help="append delta features (default 0)")
     g.add_argument("--sample-rate", type=positive_int, default=8000,
                    help="audio is resampled to this rate (default 8000, FSDD's)")
+    g.add_argument("--trim-db", type=float, metavar="DB",
+                   help="drop the silence at both ends of every clip, in training and recognition alike: the frames "
+                   "more than DB decibels below the loudest (default: keep it)")
     g.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=True,
                    help="SpecAugment time and frequency masks while training (default on)")
     g.add_argument("--speed-perturb", type=fraction, default=0.0, metavar="X",
@@ -162,7 +165,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     rec = SpeechRecognizer(cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                            weight_drop=args.weight_drop, variational_dropout=args.variational_dropout,
                            stride=args.stride, streaming=args.streaming, features=args.features, n_mels=args.n_mels,
-                           n_mfcc=args.n_mfcc, deltas=args.deltas, sample_rate=args.sample_rate, labels=args.labels,
+                           n_mfcc=args.n_mfcc, deltas=args.deltas, sample_rate=args.sample_rate, trim_db=args.trim_db,
+                           labels=args.labels,
                            augment=args.spec_augment, speed_perturb=args.speed_perturb, vtlp=args.vtlp,
                            pad_silence_ms=args.pad_silence,
                            sortagrad=args.sortagrad, batch_size=args.batch_size,

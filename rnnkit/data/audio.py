@@ -261,6 +261,17 @@ def deltas(features: torch.Tensor, width: int = 2) -> torch.Tensor:
     return num / (2 * sum(n * n for n in range(1, width + 1)))
 
 
+def trim_silence(log_mels: torch.Tensor, top_db: float) -> torch.Tensor:
+    """The frames of ``(frames, n_mels)`` natural-log mel energies from the first to the last whose
+    energy (summed over the bands) is within ``top_db`` decibels of the loudest frame's.
+
+    Only the ends go: a pause inside the speech stays (as ``librosa.effects.trim``).
+    """
+    energy_db = torch.logsumexp(log_mels, dim=1) * (10 / math.log(10))
+    loud = torch.nonzero(energy_db >= energy_db.max() - top_db).flatten()
+    return log_mels[int(loud[0]):int(loud[-1]) + 1]
+
+
 def normalize_utterance(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Per-utterance mean and variance normalisation of each feature dimension over the frames."""
     mean = features.mean(dim=0, keepdim=True)
@@ -278,6 +289,9 @@ class FeatureConfig:
     per-utterance mean/variance normalisation. ``kind="mfcc"`` keeps the first ``n_mfcc`` orthonormal
     DCT-II coefficients (c0 included) of the log-mels. ``deltas`` appends 1st (1) or 1st and 2nd (2)
     order deltas before the normalisation, so every column ends up with unit variance.
+    ``trim_db`` drops the frames before and after the speech that are more than that many decibels
+    below the loudest frame (:func:`trim_silence`), so that a take ending in a long pause or a
+    click looks like one that ends with the word.
 
     No pre-emphasis: it is a fixed filter, so it shifts each log-mel band by a roughly constant
     amount, which the per-utterance mean removes. Store :meth:`to_dict` with a model so that
@@ -297,6 +311,7 @@ class FeatureConfig:
     top_db: float = 80.0
     deltas: int = 0
     normalize: bool = True
+    trim_db: float | None = None  # None: keep the silence at both ends
 
     def __post_init__(self) -> None:
         if self.kind not in ("logmel", "mfcc"):
@@ -308,6 +323,8 @@ class FeatureConfig:
                               f"{self.sample_rate} Hz")
         if self.kind == "mfcc" and not 1 <= self.n_mfcc <= self.n_mels:
             raise RnnkitError(f"n_mfcc must be between 1 and n_mels ({self.n_mels}), not {self.n_mfcc}")
+        if self.trim_db is not None and not self.trim_db > 0:
+            raise RnnkitError(f"silence trimming needs a positive level in dB, not {self.trim_db:g}")
         hz_to_mel(0.0, self.mel_scale)  # refuses an unknown scale now rather than at the first call
 
     @property
@@ -370,6 +387,8 @@ class FeatureConfig:
 
     def __call__(self, samples: torch.Tensor | np.ndarray) -> torch.Tensor:
         feats = self.log_mel(samples)
+        if self.trim_db is not None:
+            feats = trim_silence(feats, self.trim_db)
         if self.kind == "mfcc":
             feats = feats @ self.dct
         if self.deltas:

@@ -84,12 +84,15 @@ class CausalFeatures:
     :class:`FeatureConfig` floors the log at 80 dB below the utterance's loudest band and
     normalises over the whole utterance; both need the end of the audio. Here the floor is
     absolute and normalisation is left to the model (a training-set mean and deviation), so
-    frames computed chunk by chunk equal those of the whole file. No deltas (they look ahead).
+    frames computed chunk by chunk equal those of the whole file. No deltas (they look ahead), no
+    silence trimming (where the speech ends is not known while it arrives).
     """
 
     def __init__(self, config: FeatureConfig):
         if config.deltas:
             raise RnnkitError("a streaming model cannot use delta features (they need frames from the future)")
+        if config.trim_db is not None:
+            raise RnnkitError("a streaming model cannot trim silence (where the speech ends is not known yet)")
         self.config = config
         self.sample_rate = config.sample_rate
 
@@ -573,20 +576,22 @@ class SpeechRecognizer:
     Model options: ``cell`` (any registered cell), ``hidden``, ``layers``, ``dropout``, ``stride``
     (frames joined per recurrent step), ``streaming`` (one direction, causal features). Feature
     options: ``features`` (``"logmel"`` or ``"mfcc"``), ``n_mels``, ``n_mfcc``, ``deltas``,
-    ``sample_rate``. ``labels``: the output characters (default: those of the training
-    transcripts). ``augment``: SpecAugment masks while training; ``speed_perturb``: each training
-    utterance's features stretched in time by a factor drawn from ``1 +- speed_perturb`` (0: off);
-    ``vtlp``: its mel bands warped in frequency by a factor drawn from ``1 +- vtlp``, as a longer or
-    shorter vocal tract would shift them (0: off; log-mel features only); ``pad_silence_ms``: up to
-    that much silence (the utterance's quietest frame, repeated) added at its start and at its end;
-    ``sortagrad``: the first epoch's batches from the shortest utterances to the longest.
+    ``sample_rate``, ``trim_db`` (drop the silence at both ends of every clip, training and
+    recognising alike: frames more than that many dB below the loudest). ``labels``: the output
+    characters (default: those of the training transcripts). ``augment``: SpecAugment masks while
+    training; ``speed_perturb``: each training utterance's features stretched in time by a factor
+    drawn from ``1 +- speed_perturb`` (0: off); ``vtlp``: its mel bands warped in frequency by a
+    factor drawn from ``1 +- vtlp``, as a longer or shorter vocal tract would shift them (0: off;
+    log-mel features only); ``pad_silence_ms``: up to that much silence (the utterance's quietest
+    frame, repeated) added at its start and at its end; ``sortagrad``: the first epoch's batches
+    from the shortest utterances to the longest.
     Training options are those of :class:`TrainConfig`; with no budget, 10 minutes.
     """
 
     def __init__(self, cell: str = "lstm", hidden: int = 128, layers: int = 2, dropout: float = 0.1, stride: int = 2,
                  streaming: bool = False, features: str = "logmel", n_mels: int = 40, n_mfcc: int = 13,
-                 deltas: int = 0, sample_rate: int = 8000, labels: str | None = None, augment: bool = True,
-                 batch_size: int = 32, val_fraction: float = 0.1, out: str | Path | None = None,
+                 deltas: int = 0, sample_rate: int = 8000, trim_db: float | None = None, labels: str | None = None,
+                 augment: bool = True, batch_size: int = 32, val_fraction: float = 0.1, out: str | Path | None = None,
                  progress: bool | None = False, weight_drop: float = 0.0, variational_dropout: float = 0.0,
                  speed_perturb: float = 0.0, vtlp: float = 0.0, pad_silence_ms: float = 0.0, sortagrad: bool = False,
                  **train_options: Any) -> None:
@@ -602,8 +607,8 @@ class SpeechRecognizer:
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
         self.feature_config = FeatureConfig(sample_rate=sample_rate, kind=features, n_mels=n_mels, n_mfcc=n_mfcc,
-                                            deltas=deltas, normalize=not streaming)
-        feature_extractor(self.feature_config, streaming)  # refuses deltas for a streaming model now
+                                            deltas=deltas, normalize=not streaming, trim_db=trim_db)
+        feature_extractor(self.feature_config, streaming)  # refuses deltas or trimming for a streaming model now
         self.alphabet = Alphabet(labels) if labels is not None else None
         reg = LayerRegularisation.checked(cell, weight_drop=weight_drop, variational_dropout=variational_dropout)
         self.options = {"cell": cell, "hidden": hidden, "layers": layers, "dropout": dropout, "stride": stride,
