@@ -8,6 +8,11 @@ bits/char. The references were measured on a machine of this kind (see BENCHMARK
     python benchmarks/quality.py --cells lstm lnlstm mlstm gru mingru minlstm --seeds 1337 1338
     python benchmarks/quality.py --dynamic       # also the validation text under dynamic evaluation
     python benchmarks/quality.py -- --hidden 384 --lr 3e-3     # any rnnkit train option, after --
+    python benchmarks/quality.py --budgets 60 300 --steps 2982 3481   # a faster machine's runs, step for step
+
+``--steps`` trains the settings recommended for each budget for that many steps instead of for
+the time: the step counts another machine made in those budgets, so that a slower machine
+reproduces its runs (the reference machine's are in BENCHMARKS.md).
 
 With ``--cells`` every cell trains with the recommended settings otherwise (its own options
 after ``--``), each budget and seed in turn; the last table gives every run and the spread over
@@ -30,7 +35,7 @@ from common import SHAKESPEARE, machine, table  # noqa: E402
 
 REFERENCES = {60: {"nanoGPT baby GPT (CPU config), 63 s": 1.886, "plain nn.LSTM 2x512 bf16, 63 s": 1.535},
               300: {"nanoGPT baby GPT, 304 s": 1.578, "plain nn.LSTM 2x512 bf16, 300 s": 1.430}}
-TARGETS = {60: 1.50, 300: 1.40}
+TARGETS = {60: 1.43, 300: 1.36}  # issue 17, on the reference AMX machine (BENCHMARKS.md)
 
 
 def rnnkit(*args: str) -> str:
@@ -40,16 +45,28 @@ def rnnkit(*args: str) -> str:
     return proc.stdout
 
 
-def run(budget: float, extra: list[str], corpus: Path, dynamic: bool = False) -> dict:
+def budget_options(budget: float, steps: int | None) -> list[str]:
+    """``rnnkit train`` options for a time budget, or for the settings it recommends run ``steps`` steps."""
+    if steps is None:
+        return ["--max-time", str(budget)]
+    from rnnkit.tasks.charlm import recommended
+
+    settings = {"ema": 0.0, **recommended(budget)}  # the step budget alone would recommend the EMA
+    return ["--max-steps", str(steps), *(f"--{k.replace('_', '-')}={v}" for k, v in settings.items())]
+
+
+def run(budget: float, extra: list[str], corpus: Path, dynamic: bool = False, steps: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         start = time.perf_counter()
-        rnnkit("train", str(corpus), "--out", str(out), "--max-time", str(budget), "--sample-length", "0", *extra)
+        rnnkit("train", str(corpus), "--out", str(out), "--sample-length", "0", *budget_options(budget, steps),
+               *extra)
         wall = time.perf_counter() - start
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         config = json.loads((out / "config.json").read_text())
         m, t = config["model"], config["data"]
-        row = {"budget s": budget, "model": f"{m['cell']} {m['layers']}x{m['hidden']}, batch {t['batch_size']} "
+        budget_text = budget if steps is None else f"{budget:g} as {steps} steps"
+        row = {"budget s": budget_text, "model": f"{m['cell']} {m['layers']}x{m['hidden']}, batch {t['batch_size']} "
                f"x seq {t['seq_len']}, {config['precision']}, seed {config['train']['seed']}"}
         if dynamic:  # the validation split (the text's last 10%) read again, statically and adapting
             text = corpus.read_text(encoding="utf-8")
@@ -62,7 +79,7 @@ def run(budget: float, extra: list[str], corpus: Path, dynamic: bool = False) ->
     rates = [r["chars_per_s"] for r in records if "chars_per_s" in r]
     return {**row, "val loss (nats)": val["val_loss"], "val bpc": val["val_loss"] / math.log(2),
             "target": TARGETS.get(int(budget), float("nan")), "steps": val["step"],
-            "chars/s": sum(rates) / len(rates), "wall s": wall}
+            "chars/s": sum(rates) / len(rates) if rates else math.nan, "wall s": wall}
 
 
 def main() -> None:
@@ -72,17 +89,22 @@ def main() -> None:
     p.add_argument("--cells", nargs="+", help="train each of these cells (default: the recommended one)")
     p.add_argument("--seeds", nargs="+", type=int, help="one run per seed (default: rnnkit train's)")
     p.add_argument("--dynamic", action="store_true", help="also evaluate the validation text with --dynamic")
+    p.add_argument("--steps", nargs="+", type=int,
+                   help="for each budget, train its recommended settings this many steps instead of for the time")
     p.add_argument("extra", nargs="*", help="extra rnnkit train options, after --")
     args = p.parse_args()
     if not args.corpus.exists():
         raise SystemExit(f"corpus {args.corpus} not found")
+    if args.steps and len(args.steps) != len(args.budgets):
+        raise SystemExit("give --steps one step count for each of --budgets")
+    steps = dict(zip(args.budgets, args.steps or [None] * len(args.budgets), strict=True))
     print(f"# quality per CPU time: {machine()}")
     rows = []
     for budget in args.budgets:
         for cell in args.cells or [None]:
             for seed in args.seeds or [None]:
                 chosen = (["--cell", cell] if cell else []) + (["--seed", str(seed)] if seed is not None else [])
-                rows.append(run(budget, [*chosen, *args.extra], args.corpus, args.dynamic))
+                rows.append(run(budget, [*chosen, *args.extra], args.corpus, args.dynamic, steps[budget]))
                 print(table(rows[-1:]), flush=True)
         for name, loss in REFERENCES.get(int(budget), {}).items():
             print(f"  reference: {name}: {loss:.3f}")

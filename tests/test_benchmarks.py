@@ -55,6 +55,18 @@ def test_quality_compares_cells_and_reads_the_validation_text_dynamically(small_
     assert "eval dynamic" in proc.stdout
 
 
+def test_quality_replays_a_budget_as_a_step_count(small_corpus):
+    """``--steps``: the 60 s recommended settings (a GRU, no EMA) trained a given number of steps."""
+    base = [sys.executable, str(BENCH / "quality.py"), "--budgets", "60", "--corpus", str(small_corpus)]
+    tiny = ["--", "--hidden", "16", "--layers", "1", "--batch-size", "4", "--precision", "fp32"]
+    proc = subprocess.run([*base, "--steps", "2", *tiny], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| 60 as 2 steps"))
+    assert "gru 1x16" in row and row.split("|")[6].strip() == "2"  # the recommended cell, the steps asked
+    proc = subprocess.run([*base, "--steps", "2", "3", *tiny], capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "one step count for each" in proc.stderr
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py") if p.name != "common.py"))
 def test_every_benchmark_script_imports_and_explains_itself(script):
     """A benchmark no test runs must still import: `--help` loads every module it names."""

@@ -144,6 +144,9 @@ def test_ema_is_the_average_of_the_weights_and_what_is_evaluated_and_shipped(tmp
     assert distance(last, saved["training_model"]) < distance(last, saved["model"]) / 2
     with pytest.raises(RnnkitError, match="--ema"):
         make_trainer(tmp_path, max_steps=1, ema=1.0)
+    off = make_trainer(tmp_path / "off", max_steps=3, ema=0.0)  # 0 switches the average off
+    off.run()
+    assert "training_model" not in torch.load(off.run_dir / "last.pt", weights_only=True)
 
 
 def test_ema_run_resumes_exactly(tmp_path):

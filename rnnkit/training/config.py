@@ -79,7 +79,8 @@ class TrainConfig:
     grad_clip: float | None = option(1.0, "clip the global gradient norm to this", "positive")
     grad_clip_value: float | None = option(None, "clip each gradient element to ±this", "positive")
     ema: float | None = option(None, "evaluate and keep a moving average of the weights with this decay per step "
-                                     "(e.g. 0.998)", "open_unit")
+                                     "(e.g. 0.998; 0: off, as where the recommended settings turn it on)",
+                               "fraction")
     grad_accum: int = option(1, "micro-batches whose gradients are summed into one optimizer step", "positive")
     max_time: float | None = option(None, "seconds of training (evaluation and saving not counted)", "positive")
     max_steps: int | None = option(None, "optimizer steps", "positive")
