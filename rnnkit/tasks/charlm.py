@@ -439,7 +439,7 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | No
         hidden = 512
     else:
         hidden = next((h for h in SMALLER_HIDDEN if max_time * chars_per_s(h) >= enough_chars(h)), SMALLER_HIDDEN[-1])
-    return wide if hidden == 512 else {**common, "cell": default_cell(hidden), "hidden": hidden, "lr": 6e-3,
+    return wide if hidden == 512 else {**common, "cell": default_cell(hidden), "hidden": hidden, "lr": 1e-2,
                                        "dropout": 0.0}
 
 
