@@ -30,10 +30,6 @@ def _check(value: Any, rule: str) -> str | None:
         return f"must be >= 0, got {value}"
     if rule == "fraction" and not 0 <= value < 1:
         return f"must be in [0, 1), got {value}"
-    if rule == "open_unit" and not 0 < value < 1:
-        return f"must be in (0, 1), got {value}"
-    if rule == "unit" and not 0 < value <= 1:
-        return f"must be in (0, 1], got {value}"
     if rule == "seed" and not 0 <= value <= SEED_MAX:
         return f"must be in 0..{SEED_MAX}, got {value}"
     return None
@@ -41,7 +37,7 @@ def _check(value: Any, rule: str) -> str | None:
 
 def option(default: Any, help: str, check: str | None = None, choices: tuple[str, ...] | None = None,
            cli: bool = True) -> Any:
-    """A config field with its help text and check (``positive``, ``nonneg``, ``fraction``, ``open_unit``, ``seed``)."""
+    """A config field with its help text and check (``positive``, ``nonneg``, ``fraction``, ``seed``)."""
     return field(default=default, metadata={"help": help, "check": check, "choices": choices, "cli": cli})
 
 
