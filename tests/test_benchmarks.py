@@ -10,8 +10,7 @@ from conftest import SHARED
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-# gpu.py --smoke runs train_speed.py, sample_speed.py and scan_speed.py with --smoke, so those run here too
-@pytest.mark.parametrize("script", ["large_corpus.py", "gpu.py"])
+@pytest.mark.parametrize("script", ["train_speed.py", "sample_speed.py", "large_corpus.py", "gpu.py"])
 def test_benchmark_script_runs(script):
     proc = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], capture_output=True, text=True,
                           timeout=600)

@@ -188,16 +188,12 @@ def test_every_training_option_is_checked(option, value, message):
         cfg(max_steps=1, **{option: value}).validate()
 
 
-@pytest.mark.parametrize("command,args,message", [
-    (["train", "--out", "x"], ["--weight-decay", "-1"], "must be >= 0"),
-    (["forecast", "fit"], ["--lr", "inf"], "finite"),
-    (["longlag"], ["--seed", str(2**64)], "must be in"),
-    (["train", "--out", "x"], ["--warmup-steps", "-5"], "must be >= 0"),
-    (["forecast", "fit"], ["--max-steps", "nan"], "whole number"),
-    (["longlag"], ["--weight-decay", "-1"], "must be >= 0")])
-def test_bad_training_options_are_one_line_errors_on_every_command(command, args, message, tmp_path):
-    """Every command reads the training options through one parser: each kind of error, each command."""
-    assert_one_line_error(rnnkit_cli(*[tmp_path / a if a == "x" else a for a in command], *args), message)
+@pytest.mark.parametrize("args,message", [
+    (["--weight-decay", "-1"], "must be >= 0"), (["--lr", "inf"], "finite"), (["--seed", str(2**64)], "must be in"),
+    (["--warmup-steps", "-5"], "must be >= 0"), (["--max-steps", "nan"], "whole number")])
+def test_bad_training_options_are_one_line_errors_on_every_command(args, message, tmp_path):
+    for command in (["train", "--out", tmp_path / "x"], ["forecast", "fit"], ["longlag"]):
+        assert_one_line_error(rnnkit_cli(*command, *args), message)
 
 
 def test_resume_of_other_tasks_names_their_own_command(tmp_path):
