@@ -13,12 +13,15 @@ import soundfile
 import torch
 from conftest import SHARED, assert_one_line_error, one_line, rnnkit_cli
 
+from rnnkit.data.audio import FeatureConfig
 from rnnkit.data.speech import DIGIT_WORDS, Alphabet, Utterance
 from rnnkit.errors import RnnkitError
 from rnnkit.tasks.speech import (
+    AcousticModel,
     Augmentation,
     CharNgram,
     Lexicon,
+    ModelConfig,
     SpeechRecognizer,
     beam_decode,
     ctc_loss,
@@ -173,6 +176,22 @@ def test_silence_padding_adds_up_to_its_frames_at_each_end_and_keeps_the_speech(
         SpeechRecognizer(vtlp=1.5)
 
 
+def test_a_clip_gets_the_same_outputs_alone_and_padded_in_a_batch_with_the_convolutional_front_end():
+    torch.manual_seed(0)
+    cfg = ModelConfig(labels="ab", features=FeatureConfig(n_mels=10).to_dict(), hidden=8, layers=1, dropout=0.0,
+                      stride=3, conv_channels=4)
+    model = AcousticModel(cfg).eval()
+    assert model.conv.out_dim == 4 * 3  # 10 bands halved twice, rounding up
+    short, long = torch.randn(7, 10), torch.randn(12, 10)
+    batch = torch.nn.utils.rnn.pad_sequence([short, long], batch_first=True)
+    together, n, _ = model(batch, torch.tensor([7, 12]))
+    alone, m, _ = model(short[None], torch.tensor([7]))
+    assert n.tolist() == [3, 4] and m.tolist() == [3]
+    torch.testing.assert_close(together[0, :3], alone[0])
+    with pytest.raises(RnnkitError, match="streaming model cannot have a convolutional front end"):
+        SpeechRecognizer(streaming=True, conv_channels=8)
+
+
 def test_ctc_loss_of_repeats_is_finite_exactly_at_the_minimum_frame_count():
     lp = torch.randn(1, 3, 3).log_softmax(-1)
     same = torch.tensor([[1, 1]])
@@ -197,9 +216,10 @@ def test_train_resume_eval_transcribe_plot_through_the_cli(mini_fsdd, tmp_path):
     run = tmp_path / "run"
     p = rnnkit_cli("speech", "train", data, "--format", "fsdd", "--split", "train", "--out", run, *TINY,
                    "--max-steps", "3", "--speed-perturb", "0.1", "--vtlp", "0.1", "--pad-silence", "30", "--sortagrad",
-                   "--trim-db", "40")
+                   "--trim-db", "40", "--conv-channels", "4")
     assert p.returncode == 0, p.stderr
     config = json.loads((run / "config.json").read_text())
+    assert config["model"]["conv_channels"] == 4  # resume and load rebuild the front end
     assert config["model"]["features"]["trim_db"] == 40  # recognition computes the same trimmed features
     assert config["task"] == "speech" and config["options"]["sortagrad"]
     assert config["options"]["speed_perturb"] == 0.1 == config["options"]["vtlp"]

@@ -86,6 +86,8 @@ def register(sub) -> None:
     g.add_argument("--dropout", type=fraction, default=0.1, help="default 0.1")
     add_config_options(g, LayerRegularisation, LAYER_REGULARISATION)
     g.add_argument("--stride", type=positive_int, default=2, help="feature frames joined per step (default 2)")
+    g.add_argument("--conv-channels", type=int, default=0, metavar="C", help="two 3x3 convolutions of C channels "
+                   "over time and mel bands before the recurrent layers (Deep Speech 2; default 0: none)")
     g.add_argument("--streaming", action="store_true", help="one direction and causal features: a model that "
                    "transcribes while audio arrives (transcribe --stream)")
     g = t.add_argument_group("training")
@@ -164,7 +166,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         data["split"] = "all"
     rec = SpeechRecognizer(cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                            weight_drop=args.weight_drop, variational_dropout=args.variational_dropout,
-                           stride=args.stride, streaming=args.streaming, features=args.features, n_mels=args.n_mels,
+                           stride=args.stride, streaming=args.streaming,
+                           conv_channels=args.conv_channels, features=args.features, n_mels=args.n_mels,
                            n_mfcc=args.n_mfcc, deltas=args.deltas, sample_rate=args.sample_rate, trim_db=args.trim_db,
                            labels=args.labels,
                            augment=args.spec_augment, speed_perturb=args.speed_perturb, vtlp=args.vtlp,

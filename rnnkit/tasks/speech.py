@@ -124,6 +124,7 @@ class ModelConfig(LayerRegularisation):
     dropout: float = 0.1
     stride: int = 2
     streaming: bool = False
+    conv_channels: int = 0          # 0: the recurrent layers read the frames themselves
 
     @property
     def feature_config(self) -> FeatureConfig:
@@ -132,6 +133,29 @@ class ModelConfig(LayerRegularisation):
     @property
     def alphabet(self) -> Alphabet:
         return Alphabet(self.labels)
+
+
+class ConvFrontEnd(nn.Module):
+    """Two 3x3 convolutions over (time, band), each with a ReLU and halving the bands, as Deep Speech 2
+    (Amodei et al. 2016) puts before its recurrent layers: local time-frequency shapes (a formant's
+    slope, a burst's edge) measured once, wherever in the band range a speaker puts them.
+
+    Frames ``(B, T, D)`` -> ``(B, T, channels * ceil(ceil(D / 2) / 2))``; padded frames are zeroed
+    after each convolution, so a clip in a batch gets what it gets alone. Each output frame sees
+    one frame either side, so a streaming model cannot have one.
+    """
+
+    def __init__(self, dim: int, channels: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv2d(1, channels, 3, stride=(1, 2), padding=1),
+                                    nn.Conv2d(channels, channels, 3, stride=(1, 2), padding=1)])
+        self.out_dim = channels * math.ceil(math.ceil(dim / 2) / 2)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h, keep = x.unsqueeze(1), mask[:, None, :, None].to(x.dtype)
+        for conv in self.convs:
+            h = F.relu(conv(h)) * keep
+        return h.transpose(1, 2).flatten(2)
 
 
 class AcousticModel(nn.Module):
@@ -144,6 +168,9 @@ class AcousticModel(nn.Module):
         # identity for the bidirectional model (its features are normalised per utterance)
         self.register_buffer("feat_mean", torch.zeros(dim))
         self.register_buffer("feat_std", torch.ones(dim))
+        self.conv = ConvFrontEnd(dim, cfg.conv_channels) if cfg.conv_channels else None
+        if self.conv is not None:
+            dim = self.conv.out_dim
         self.rnn = make_layer(cfg.cell, dim * cfg.stride, cfg.hidden, cfg.layers, batch_first=True,
                               bidirectional=not cfg.streaming, **cfg.layer_kwargs(cfg.dropout, cfg.layers))
         self.drop = nn.Dropout(cfg.dropout)
@@ -153,10 +180,13 @@ class AcousticModel(nn.Module):
         return torch.div(lengths + self.cfg.stride - 1, self.cfg.stride, rounding_mode="floor")
 
     def stack(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Normalise, zero the padding, and join each ``stride`` frames into one step."""
+        """Normalise, zero the padding, convolve (with a front end), and join each ``stride`` frames into one step."""
         s = self.cfg.stride
         x = (feats - self.feat_mean) / self.feat_std
-        x = x * length_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)
+        mask = length_mask(lengths, x.shape[1])
+        x = x * mask.unsqueeze(-1).to(x.dtype)
+        if self.conv is not None:
+            x = self.conv(x, mask)
         pad = (-x.shape[1]) % s
         x = F.pad(x, (0, 0, 0, pad))
         return x.reshape(x.shape[0], x.shape[1] // s, x.shape[2] * s), self.output_lengths(lengths)
@@ -574,7 +604,9 @@ class SpeechRecognizer:
     >>> SpeechRecognizer.load("runs/digits").plot("hello.wav", "hello.png")
 
     Model options: ``cell`` (any registered cell), ``hidden``, ``layers``, ``dropout``, ``stride``
-    (frames joined per recurrent step), ``streaming`` (one direction, causal features). Feature
+    (frames joined per recurrent step), ``streaming`` (one direction, causal features),
+    ``conv_channels`` (a :class:`ConvFrontEnd` of that many channels before the recurrent layers;
+    0: none). Feature
     options: ``features`` (``"logmel"`` or ``"mfcc"``), ``n_mels``, ``n_mfcc``, ``deltas``,
     ``sample_rate``, ``trim_db`` (drop the silence at both ends of every clip, training and
     recognising alike: frames more than that many dB below the loudest). ``labels``: the output
@@ -589,8 +621,9 @@ class SpeechRecognizer:
     """
 
     def __init__(self, cell: str = "lstm", hidden: int = 128, layers: int = 2, dropout: float = 0.1, stride: int = 2,
-                 streaming: bool = False, features: str = "logmel", n_mels: int = 40, n_mfcc: int = 13,
-                 deltas: int = 0, sample_rate: int = 8000, trim_db: float | None = None, labels: str | None = None,
+                 streaming: bool = False, conv_channels: int = 0, features: str = "logmel", n_mels: int = 40,
+                 n_mfcc: int = 13, deltas: int = 0, sample_rate: int = 8000, trim_db: float | None = None,
+                 labels: str | None = None,
                  augment: bool = True, batch_size: int = 32, val_fraction: float = 0.1, out: str | Path | None = None,
                  progress: bool | None = False, weight_drop: float = 0.0, variational_dropout: float = 0.0,
                  speed_perturb: float = 0.0, vtlp: float = 0.0, pad_silence_ms: float = 0.0, sortagrad: bool = False,
@@ -601,6 +634,10 @@ class SpeechRecognizer:
                         ("sample_rate", sample_rate)):
             if v <= 0:
                 raise RnnkitError(f"{name} must be positive, got {v}")
+        if conv_channels < 0:
+            raise RnnkitError(f"conv_channels must be 0 (no front end) or positive, got {conv_channels}")
+        if conv_channels and streaming:
+            raise RnnkitError("a streaming model cannot have a convolutional front end (it looks one frame ahead)")
         if not 0 <= dropout < 1 or not 0 <= val_fraction < 1:
             raise RnnkitError("dropout and val_fraction must be in [0, 1)")
         unknown = set(train_options) - TRAIN_FIELDS
@@ -612,7 +649,7 @@ class SpeechRecognizer:
         self.alphabet = Alphabet(labels) if labels is not None else None
         reg = LayerRegularisation.checked(cell, weight_drop=weight_drop, variational_dropout=variational_dropout)
         self.options = {"cell": cell, "hidden": hidden, "layers": layers, "dropout": dropout, "stride": stride,
-                        "streaming": streaming, **reg.layer_options()}
+                        "streaming": streaming, "conv_channels": conv_channels, **reg.layer_options()}
         self.augmentation = Augmentation(augment, speed_perturb, vtlp, pad_silence_ms)
         self.augmentation.check(self.feature_config)
         self.batch_size, self.val_fraction, self.sortagrad = batch_size, val_fraction, sortagrad
@@ -835,5 +872,5 @@ class SpeechRecognizer:
         return text
 
 
-__all__ = ["AcousticModel", "CausalFeatures", "CharNgram", "ModelConfig", "SpeechRecognizer", "SpeechTask",
-           "Transcript", "beam_decode", "ctc_loss", "error_rates", "greedy_decode", "load_utterances"]
+__all__ = ["AcousticModel", "CausalFeatures", "CharNgram", "ConvFrontEnd", "ModelConfig", "SpeechRecognizer",
+           "SpeechTask", "Transcript", "beam_decode", "ctc_loss", "error_rates", "greedy_decode", "load_utterances"]
