@@ -44,7 +44,7 @@ def recognizer(args: argparse.Namespace, out: Path, **model) -> SpeechRecognizer
     options = {"hidden": 16, "layers": 1, "max_steps": 3} if args.smoke else {"max_time": args.minutes * 60}
     chosen = {k: getattr(args, k) for k in ("hidden", "layers", "stride", "batch_size", "lr", "features", "dropout",
                                             "speed_perturb", "vtlp", "pad_silence_ms", "sortagrad", "ema",
-                                            "weight_decay", "trim_db", "conv_channels")
+                                            "weight_decay", "trim_db", "conv_channels", "seed")
               if getattr(args, k) is not None}
     return SpeechRecognizer(**{"cell": args.cell, "out": out, "progress": not args.smoke, **chosen, **options,
                                **model})
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cell", default="lstm")
     for name, kind in (("hidden", int), ("layers", int), ("stride", int), ("batch-size", int), ("lr", float),
                        ("dropout", float), ("speed-perturb", float), ("vtlp", float), ("ema", float),
-                       ("weight-decay", float), ("trim-db", float), ("conv-channels", int)):
+                       ("weight-decay", float), ("trim-db", float), ("conv-channels", int), ("seed", int)):
         p.add_argument(f"--{name}", type=kind, help="model or training setting (default: rnnkit speech train's)")
     p.add_argument("--pad-silence", type=float, dest="pad_silence_ms", metavar="MS",
                    help="model or training setting (default: rnnkit speech train's)")

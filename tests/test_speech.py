@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -24,9 +25,12 @@ from rnnkit.tasks.speech import (
     ModelConfig,
     SpeechRecognizer,
     beam_decode,
+    beam_search,
+    combine,
     ctc_loss,
     error_rates,
     greedy_decode,
+    transcript_log_likelihood,
 )
 
 FSDD = SHARED / "speech" / "fsdd"
@@ -79,6 +83,46 @@ def test_beam_search_needs_a_blank_to_repeat_a_label():
     alphabet = Alphabet("e")
     assert beam_decode(frames([0.01, 0.99], [0.01, 0.99]), alphabet) == [1]
     assert beam_decode(frames([0.01, 0.99], [0.98, 0.02], [0.01, 0.99]), alphabet) == [1, 1]
+
+
+def test_transcript_likelihood_sums_every_alignment():
+    """Brute force over all 3^4 frame paths that collapse to the transcript."""
+    import itertools
+
+    from rnnkit.tasks.speech import collapse
+
+    torch.manual_seed(0)
+    lp = torch.randn(4, 3).log_softmax(-1)
+    for target in ([1, 2], [1, 1], [2], []):
+        paths = [p for p in itertools.product(range(3), repeat=4) if collapse(torch.tensor(p)) == target]
+        exact = torch.logsumexp(torch.stack([sum(lp[t, c] for t, c in enumerate(p)) for p in paths]), 0)
+        assert transcript_log_likelihood(lp, target) == pytest.approx(exact.item(), abs=1e-5)
+    assert transcript_log_likelihood(lp[:2], [1, 1, 1]) == -math.inf  # 5 frames needed
+
+
+def test_beam_search_ranks_its_prefixes_and_the_decoder_keeps_the_first():
+    alphabet = Alphabet("ab")
+    lp = frames([0.2, 0.5, 0.3], [0.3, 0.3, 0.4], [0.6, 0.2, 0.2])
+    ranked = beam_search(lp, alphabet, beam=4)
+    scores = [score for _, score in ranked]
+    assert len(ranked) == 4 and scores == sorted(scores, reverse=True)
+    assert ranked[0][0] == beam_decode(lp, alphabet, beam=4)
+
+
+def test_an_ensemble_picks_the_transcript_its_models_agree_on():
+    """Model A leans to "a" at its one frame, model B (two frames) strongly to "b": the mean likelihood wins."""
+    alphabet = Alphabet("ab")
+    a = frames([0.05, 0.55, 0.40])
+    b = frames([0.50, 0.05, 0.45], [0.90, 0.05, 0.05])
+    assert combine([a], [[1], [2]], alphabet) == [1]
+    assert combine([a, b], [[1], [2]], alphabet) == [2]
+    mean_b = (transcript_log_likelihood(a, [2]) + transcript_log_likelihood(b, [2])) / 2
+    mean_a = (transcript_log_likelihood(a, [1]) + transcript_log_likelihood(b, [1])) / 2
+    assert mean_b > mean_a
+    lexicon = Lexicon(["a"], alphabet)
+    assert combine([a, b], [[1], [2]], alphabet, lexicon=lexicon) == [1]  # only whole words of the lexicon
+    lm = CharNgram(["a"] * 50, order=2, alphabet=alphabet)
+    assert combine([a, b], [[1], [2]], alphabet, lm=lm, lm_weight=3.0) == [1]  # the language model outvotes
 
 
 def test_char_ngram_is_a_distribution_and_steers_the_beam():
@@ -256,6 +300,19 @@ def test_train_resume_eval_transcribe_plot_through_the_cli(mini_fsdd, tmp_path):
     assert "transcripts.tsv" in one_line(e)
     with pytest.raises(RnnkitError, match="bidirectional"):
         next(rec.stream(torch.zeros(800)))
+    # an ensemble of run folders: the CLI's --ensemble, and a refusal of models with other characters
+    p = rnnkit_cli("speech", "eval", run, mini_fsdd, "--format", "fsdd", "--split", "test", "--beam", "4",
+                   "--lexicon", lexicon, "--ensemble", run, run)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1].startswith("wer ")
+    alone = rec.evaluate(mini_fsdd, format="fsdd")["hypotheses"]  # greedy: one proposal a model
+    assert rec.evaluate(mini_fsdd, format="fsdd", ensemble=[run])["hypotheses"] == alone
+    other = SpeechRecognizer.load(run)
+    other.model.cfg = dataclasses.replace(other.model.cfg, labels="xyz")
+    with pytest.raises(RnnkitError, match="share their output characters"):
+        rec.transcribe([mini_fsdd / "3_george_0.wav"], ensemble=[other])
+    assert_one_line_error(rnnkit_cli("speech", "transcribe", run, mini_fsdd / "3_george_0.wav", "--plot",
+                                     tmp_path / "e.png", "--ensemble", run), "--ensemble")
 
 
 def write_folder(folder, rows):

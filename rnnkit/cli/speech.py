@@ -42,6 +42,9 @@ def _decoding_options(p: argparse.ArgumentParser) -> None:
                    "separated): the beam search spells only these (a closed vocabulary; use with --beam 8)")
     g.add_argument("--lm-weight", type=positive_float, default=0.5, help="language model weight (default 0.5)")
     g.add_argument("--length-bonus", type=float, default=0.0, help="score added per character (default 0)")
+    g.add_argument("--ensemble", nargs="+", metavar="RUN", default=[], help="more run folders whose models decide "
+                   "with RUN's: each proposes its beam's hypotheses, all of them score every proposal (sequence-level "
+                   "combination; the same output characters)")
     g.add_argument("--checkpoint", choices=["best", "last"], default="best")
 
 
@@ -136,8 +139,11 @@ def _data_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _decoding(args: argparse.Namespace) -> dict[str, Any]:
+    from ..tasks.speech import SpeechRecognizer
+
     return {"beam": args.beam, "lm": args.lm, "lm_order": args.lm_order, "lm_weight": args.lm_weight,
-            "length_bonus": args.length_bonus, "lexicon": args.lexicon}
+            "length_bonus": args.length_bonus, "lexicon": args.lexicon,
+            "ensemble": [SpeechRecognizer.load(run, args.checkpoint) for run in args.ensemble]}
 
 
 def _report(rec) -> None:
@@ -186,10 +192,12 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
         raise RnnkitError("--plot draws one file; give a single FILE")
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise RnnkitError(f"--plot must name a .png file, not {args.plot}")
+    if args.plot and args.ensemble:
+        raise RnnkitError("--plot draws one model's posteriors; drop --ensemble")
     rec = SpeechRecognizer.load(args.run, args.checkpoint)
     if args.stream:
-        if args.beam != 1 or args.lm or args.lexicon:
-            raise RnnkitError("--stream decodes greedily; drop --beam, --lm and --lexicon")
+        if args.beam != 1 or args.lm or args.lexicon or args.ensemble:
+            raise RnnkitError("--stream decodes greedily with one model; drop --beam, --lm, --lexicon and --ensemble")
         for f in args.files:
             wave, _ = load_audio(f, rec.feature_config.sample_rate)
             text = ""

@@ -198,11 +198,10 @@ class AcousticModel(nn.Module):
         return self.head(self.drop(out)).float().log_softmax(-1), out_lengths, state
 
 
-def ctc_loss(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
-             zero_infinity: bool = False) -> Tensor:
+def ctc_loss(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
     """Mean over utterances of -log p(target | audio) (per utterance, so an empty transcript counts too)."""
     losses = F.ctc_loss(log_probs.transpose(0, 1), targets, lengths, target_lengths, blank=Alphabet.blank,
-                        reduction="none", zero_infinity=zero_infinity)
+                        reduction="none")
     return losses.mean()
 
 
@@ -274,6 +273,10 @@ class CharNgram:
     def logprob(self, history: str, char: str) -> float:
         return math.log(self.prob(history, char))
 
+    def score(self, text: str) -> float:
+        """log p(text), its end included: what the beam search adds up one character at a time."""
+        return sum(self.logprob(text[:i], c) for i, c in enumerate(text)) + self.logprob(text, self.END)
+
 
 def _read_lines(paths: Sequence[str | os.PathLike], what: str) -> list[str]:
     lines = []
@@ -328,10 +331,11 @@ def _logsumexp(a: float, b: float) -> float:
     return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 
-def beam_decode(log_probs: Tensor, alphabet: Alphabet, beam: int = 8, lm: CharNgram | None = None,
+def beam_search(log_probs: Tensor, alphabet: Alphabet, beam: int = 8, lm: CharNgram | None = None,
                 lm_weight: float = 0.5, length_bonus: float = 0.0, prune: float = -12.0,
-                lexicon: Lexicon | None = None) -> list[int]:
-    """CTC prefix beam search over ``(T, C)`` log-probabilities; the best prefix's label ids.
+                lexicon: Lexicon | None = None) -> list[tuple[list[int], float]]:
+    """CTC prefix beam search over ``(T, C)`` log-probabilities: the prefixes left in the beam at
+    the end, as label ids with their scores, best first.
 
     Each prefix keeps ``(log p ending in blank, log p ending in a label)``; extending it by the
     label it ends with only counts paths through a blank (the rule that separates "ee" from "e").
@@ -376,8 +380,43 @@ def beam_decode(log_probs: Tensor, alphabet: Alphabet, beam: int = 8, lm: CharNg
         end = lm_weight * lm.logprob(text[prefix], CharNgram.END) if lm else 0.0
         return total(prefix, *beams[prefix]) + end
 
-    ends = [p for p in beams if lexicon.complete(text[p])] if lexicon is not None else []
-    return list(max(ends or beams, key=final))
+    def whole(prefix: tuple[int, ...]) -> bool:
+        return lexicon is None or lexicon.complete(text[prefix])
+
+    ranked = sorted(beams, key=lambda prefix: (whole(prefix), final(prefix)), reverse=True)
+    return [(list(prefix), final(prefix)) for prefix in ranked]
+
+
+def beam_decode(log_probs: Tensor, alphabet: Alphabet, beam: int = 8, lm: CharNgram | None = None,
+                lm_weight: float = 0.5, length_bonus: float = 0.0, prune: float = -12.0,
+                lexicon: Lexicon | None = None) -> list[int]:
+    """The best prefix of :func:`beam_search`."""
+    return beam_search(log_probs, alphabet, beam, lm, lm_weight, length_bonus, prune, lexicon)[0][0]
+
+
+def combine(log_probs: Sequence[Tensor], proposals: Iterable[Sequence[int]], alphabet: Alphabet,
+            lm: CharNgram | None = None, lm_weight: float = 0.5, length_bonus: float = 0.0,
+            lexicon: Lexicon | None = None) -> list[int]:
+    """Sequence-level combination of several models' ``(T_m, C)`` log-probabilities for one recording:
+    the proposal (label ids) with the best
+
+        score(y) = mean over models of log p_m(y | audio) + lm_weight * log p_lm(y) + length_bonus * |y|,
+
+    p_m being CTC's probability summed over every alignment (with a lexicon, the best proposal
+    that ends on a whole word, if any does). Frame posteriors are not averaged: CTC models put
+    their label spikes at different frames, which an average would blur.
+    """
+    unique = sorted({tuple(ids) for ids in proposals})
+    if not unique:
+        raise ValueError("no proposals to choose from")
+    whole = [ids for ids in unique if lexicon.complete(alphabet.decode(list(ids)))] if lexicon is not None else []
+
+    def score(ids: tuple[int, ...]) -> float:
+        acoustic = sum(transcript_log_likelihood(lp, ids) for lp in log_probs) / len(log_probs)
+        language = lm_weight * lm.score(alphabet.decode(list(ids))) if lm is not None else 0.0
+        return acoustic + language + length_bonus * len(ids)
+
+    return list(max(whole or unique, key=score))
 
 
 # ---------------------------------------------------------------- data
@@ -542,29 +581,42 @@ class SpeechTask(Task):
 
 
 @torch.no_grad()
+def frame_log_probs(model: AcousticModel, feats: Sequence[Tensor], device: torch.device,
+                    batch_size: int = 64) -> list[Tensor]:
+    """Each feature matrix's ``(frames, classes)`` log-probabilities, run in batches of similar lengths."""
+    order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
+    out: list[Tensor] = [torch.empty(0)] * len(feats)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        x = nn.utils.rnn.pad_sequence([feats[i].float() for i in idx], batch_first=True).to(device)
+        log_probs, out_lengths, _ = model(x, torch.tensor([len(feats[i]) for i in idx], device=device))
+        for row, i in enumerate(idx):
+            out[i] = log_probs[row, :out_lengths[row]]
+    return out
+
+
+def transcript_log_likelihood(log_probs: Tensor, ids: Sequence[int]) -> float:
+    """log p(ids | audio) under CTC, summed over every alignment; -inf where the frames are too few."""
+    targets = torch.tensor([list(ids) or [0]], dtype=torch.long, device=log_probs.device)
+    nll = F.ctc_loss(log_probs[:, None], targets, torch.tensor([len(log_probs)]), torch.tensor([len(ids)]),
+                     blank=Alphabet.blank, reduction="sum")
+    return -nll.item()
+
+
+@torch.no_grad()
 def decode_all(model: AcousticModel, feats: Sequence[Tensor], texts: Sequence[str] | None, alphabet: Alphabet,
                device: torch.device, batch_size: int = 64, decoder: Any = None) -> tuple[list[str], float]:
     """Hypotheses for every feature matrix (greedy unless ``decoder`` maps ``(T, C)`` log-probs to ids),
     and the mean CTC loss against ``texts`` (NaN without texts)."""
-    order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
-    hyps: list[str] = [""] * len(feats)
-    total = 0.0
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        x = nn.utils.rnn.pad_sequence([feats[i].float() for i in idx], batch_first=True).to(device)
-        lengths = torch.tensor([len(feats[i]) for i in idx], device=device)
-        log_probs, out_lengths, _ = model(x, lengths)
-        for row, i in enumerate(idx):
-            lp = log_probs[row, :out_lengths[row]]
-            hyps[i] = alphabet.decode(decoder(lp) if decoder else greedy_decode(lp))
-        if texts is not None:
-            targets = [torch.tensor(alphabet.encode(texts[i]), dtype=torch.long) for i in idx]
-            y = nn.utils.rnn.pad_sequence(targets, batch_first=True) if any(len(t) for t in targets) \
-                else torch.zeros(len(idx), 1, dtype=torch.long)
-            y_len = torch.tensor([len(t) for t in targets])
-            # an unreachable reference (audio too short for it) counts as zero loss, not infinity
-            total += ctc_loss(log_probs, out_lengths, y.to(device), y_len.to(device), True).item() * len(idx)
-    return hyps, (total / max(1, len(feats)) if texts is not None else math.nan)
+    log_probs = frame_log_probs(model, feats, device, batch_size)
+    hyps = [alphabet.decode((decoder or greedy_decode)(lp)) for lp in log_probs]
+    return hyps, (utterance_loss(log_probs, [alphabet.encode(t) for t in texts]) if texts is not None else math.nan)
+
+
+def utterance_loss(log_probs: Sequence[Tensor], targets: Sequence[Sequence[int]]) -> float:
+    """Mean CTC loss per utterance; an unreachable reference (audio too short for it) counts as zero, not infinity."""
+    likelihoods = [transcript_log_likelihood(lp, ids) for lp, ids in zip(log_probs, targets, strict=True)]
+    return -sum(ll for ll in likelihoods if ll > -math.inf) / max(1, len(likelihoods))
 
 
 def error_rates(refs: Sequence[str], hyps: Sequence[str], prefix: str = "") -> dict[str, float]:
@@ -762,14 +814,10 @@ class SpeechRecognizer:
         return feature_extractor(self.feature_config, self._require().cfg.streaming)
 
     # --- recognising -----------------------------------------------------------------------
-    def decoder(self, beam: int = 1, lm: CharNgram | str | Sequence[str] | None = None, lm_order: int = 4,
-                lm_weight: float = 0.5, length_bonus: float = 0.0,
-                lexicon: Lexicon | str | Sequence[str] | None = None) -> Any:
-        """A function from ``(T, C)`` log-probabilities to label ids: greedy for ``beam=1`` without an LM or a
-        lexicon. ``lm`` and ``lexicon`` are objects or the text files to build them from."""
+    def _language(self, lm: CharNgram | str | Sequence[str] | None, lm_order: int,
+                  lexicon: Lexicon | str | Sequence[str] | None) -> tuple[CharNgram | None, Lexicon | None]:
+        """The language model and the lexicon, built from their files where files are given."""
         alphabet = self._require().cfg.alphabet
-        if beam < 1:
-            raise RnnkitError(f"the beam width must be at least 1, not {beam}")
         if isinstance(lm, (str, os.PathLike)):
             lm = [lm]
         if lm is not None and not isinstance(lm, CharNgram):
@@ -778,37 +826,88 @@ class SpeechRecognizer:
             lexicon = [lexicon]
         if lexicon is not None and not isinstance(lexicon, Lexicon):
             lexicon = Lexicon.from_files(lexicon, alphabet)
+        return lm, lexicon
+
+    def decoder(self, beam: int = 1, lm: CharNgram | str | Sequence[str] | None = None, lm_order: int = 4,
+                lm_weight: float = 0.5, length_bonus: float = 0.0,
+                lexicon: Lexicon | str | Sequence[str] | None = None, nbest: bool = False) -> Any:
+        """A function from ``(T, C)`` log-probabilities to label ids: greedy for ``beam=1`` without an LM or a
+        lexicon. ``lm`` and ``lexicon`` are objects or the text files to build them from. With ``nbest``
+        it returns every hypothesis the beam kept, best first (greedy: its one)."""
+        alphabet = self._require().cfg.alphabet
+        if beam < 1:
+            raise RnnkitError(f"the beam width must be at least 1, not {beam}")
+        lm, lexicon = self._language(lm, lm_order, lexicon)
         if beam == 1 and lm is None and lexicon is None:
-            return greedy_decode
+            return (lambda lp: [greedy_decode(lp)]) if nbest else greedy_decode
+        if nbest:
+            return lambda lp: [ids for ids, _ in beam_search(lp, alphabet, beam, lm, lm_weight, length_bonus,
+                                                             lexicon=lexicon)]
         return lambda lp: beam_decode(lp, alphabet, beam, lm, lm_weight, length_bonus, lexicon=lexicon)
+
+    def _decision(self, ensemble: Sequence[SpeechRecognizer | str | os.PathLike] = (), beam: int = 1,
+                  lm: CharNgram | str | Sequence[str] | None = None, lm_order: int = 4, lm_weight: float = 0.5,
+                  length_bonus: float = 0.0, lexicon: Lexicon | str | Sequence[str] | None = None,
+                  ) -> tuple[list[SpeechRecognizer], Any]:
+        """The recognisers that decide (this one, then the ``ensemble``'s) and a function from their
+        log-probabilities for one recording (one ``(T, C)`` tensor each) to label ids.
+
+        Alone, it is :meth:`decoder`. With an ensemble, each member proposes the hypotheses its own
+        beam kept (greedy: its best path) and all of them score every proposal (:func:`combine`).
+        """
+        alphabet = self._require().cfg.alphabet
+        members = [self] + [m if isinstance(m, SpeechRecognizer) else SpeechRecognizer.load(m) for m in ensemble]
+        labels = self.model.cfg.labels
+        other = next((m for m in members if m._require().cfg.labels != labels), None)
+        if other is not None:
+            raise RnnkitError(f"an ensemble's models must share their output characters: {other.run_dir} has "
+                              f"{other.model.cfg.labels!r}, {self.run_dir} {labels!r}")
+        lm, lexicon = self._language(lm, lm_order, lexicon)
+        options = {"beam": beam, "lm": lm, "lm_weight": lm_weight, "length_bonus": length_bonus, "lexicon": lexicon}
+        if len(members) == 1:
+            decode = self.decoder(**options)
+            return members, lambda log_probs: decode(log_probs[0])
+        proposers = [m.decoder(**options, nbest=True) for m in members]
+
+        def vote(log_probs: Sequence[Tensor]) -> list[int]:
+            proposals = [ids for propose, lp in zip(proposers, log_probs, strict=True) for ids in propose(lp)]
+            return combine(log_probs, proposals, alphabet, lm, lm_weight, length_bonus, lexicon)
+
+        return members, vote
 
     @torch.no_grad()
     def transcribe(self, files: Sequence[str | os.PathLike], **decoding: Any) -> list[Transcript]:
-        """Each file's text (decoding options as :meth:`decoder`) with its wall-clock time."""
-        model, decode = self._require(), self.decoder(**decoding)
+        """Each file's text (decoding options as :meth:`decoder`, and ``ensemble``: more recognisers or
+        run folders that decide with this one, :meth:`_decision`) with its wall-clock time."""
+        members, decide = self._decision(**decoding)
         out = []
         for f in map(Path, files):
             start = time.perf_counter()
-            wave, rate = load_audio(f, self.feature_config.sample_rate)
-            feats = self.extractor(wave)
-            lp, n, _ = model(feats[None], torch.tensor([len(feats)]))
-            text = model.cfg.alphabet.decode(decode(lp[0, :n[0]]))
+            log_probs = []
+            for m in members:
+                wave, rate = load_audio(f, m.feature_config.sample_rate)
+                log_probs += frame_log_probs(m.model, [m.extractor(wave)], torch.device("cpu"))
+            text = self.model.cfg.alphabet.decode(decide(log_probs))
             out.append(Transcript(str(f), text, time.perf_counter() - start, len(wave) / rate))
         return out
 
     def evaluate(self, data: str | os.PathLike, format: str = "transcripts", split: str = "test",
                  speakers: Iterable[str] | None = None, exclude_speakers: Iterable[str] | None = None,
                  transcript: str = "words", **decoding: Any) -> dict[str, Any]:
-        """Word, character and utterance error rates on labelled data; ``hypotheses`` beside ``references``."""
+        """Word, character and utterance error rates on labelled data (decoding options as
+        :meth:`transcribe`); ``hypotheses`` beside ``references``; ``loss``: this model's mean CTC loss."""
         model = self._require()
         utts = load_utterances(data, format, split if format == "fsdd" else "all", speakers, exclude_speakers,
                                transcript)
         alphabet = model.cfg.alphabet
         check_labels(utts, alphabet)
-        feats = extract(utts, self.extractor)
+        members, decide = self._decision(**decoding)
+        feats = [extract(utts, m.extractor) for m in members]
         refs = [u.text for u in utts]
         start = time.perf_counter()
-        hyps, loss = decode_all(model, feats, refs, alphabet, torch.device("cpu"), decoder=self.decoder(**decoding))
+        per_member = [frame_log_probs(m.model, f, torch.device("cpu")) for m, f in zip(members, feats, strict=True)]
+        hyps = [alphabet.decode(decide(log_probs)) for log_probs in zip(*per_member, strict=True)]
+        loss = utterance_loss(per_member[0], [alphabet.encode(r) for r in refs])
         return {"utterances": len(utts), "loss": loss, **error_rates(refs, hyps),
                 "seconds": time.perf_counter() - start, "references": refs, "hypotheses": hyps,
                 "paths": [str(u.path) for u in utts]}
@@ -864,6 +963,8 @@ class SpeechRecognizer:
         feats = self.extractor(wave)
         lp, n, _ = model(feats[None], torch.tensor([len(feats)]))
         lp = lp[0, :n[0]]
+        if decoding.pop("ensemble", None):
+            raise RnnkitError("the plot shows one model's posteriors: decode it without an ensemble")
         text = model.cfg.alphabet.decode(self.decoder(**decoding)(lp))
         shown = (feats - model.feat_mean) / model.feat_std
         plot_spectrogram(shown, path, posteriors=lp.exp(), labels=model.cfg.alphabet.labels,
@@ -873,4 +974,5 @@ class SpeechRecognizer:
 
 
 __all__ = ["AcousticModel", "CausalFeatures", "CharNgram", "ConvFrontEnd", "ModelConfig", "SpeechRecognizer",
-           "SpeechTask", "Transcript", "beam_decode", "ctc_loss", "error_rates", "greedy_decode", "load_utterances"]
+           "SpeechTask", "Transcript", "beam_decode", "beam_search", "combine", "ctc_loss", "error_rates",
+           "frame_log_probs", "greedy_decode", "load_utterances", "transcript_log_likelihood"]
