@@ -230,7 +230,8 @@ def test_one_device_policy(monkeypatch):
 
 @pytest.mark.parametrize("amx,avx512_bf16,isa,precision,sample_1,sample_64", [
     (True, True, "AVX512", "bf16", torch.int8, torch.bfloat16),     # Sapphire Rapids and later
-    (False, True, "AVX512", "fp32", torch.int8, torch.bfloat16),    # AVX-512 BF16 without AMX (Cooper Lake, Zen 4)
+    (False, True, "AVX512", "bf16", torch.int8, torch.bfloat16),    # AVX-512 BF16 without AMX (Cooper Lake, Zen 4)
+    (False, False, "AVX512", "fp32", torch.int8, torch.float32),    # AVX-512 without BF16 (Skylake, Ice Lake)
     (False, False, "AVX2", "fp32", torch.int8, torch.float32),      # AVX2 only: bf16 products are slow
     (False, False, "DEFAULT", "fp32", torch.float32, torch.float32)])  # no vector int8 kernel
 def test_auto_choices_follow_the_cpu(monkeypatch, amx, avx512_bf16, isa, precision, sample_1, sample_64):

@@ -120,16 +120,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` is bf16 where matrix units make it fast (CUDA with bf16, CPUs with AMX), else fp32.
+    """``auto`` is bf16 where the hardware multiplies bf16 faster than fp32 (CUDA with bf16; CPUs with
+    AMX tiles or AVX-512 BF16 instructions), else fp32.
 
-    On CPUs without AMX (AVX2 or AVX-512 alone) a bf16 product is slower than fp32, so ``auto``
-    stays fp32 there. bf16 here is autocast: weights, optimizer state and the loss stay fp32.
+    Without bf16 instructions (AVX2 only, or AVX-512 without BF16) a bf16 product is slower than
+    fp32, so ``auto`` stays fp32 there (BENCHMARKS.md has both kinds side by side). bf16 here is
+    autocast: weights, optimizer state and the loss stay fp32.
     """
     if name != "auto":
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if hardware.cpu_has_amx() else "fp32"
+    return "bf16" if hardware.cpu_has_amx() or hardware.cpu_has_avx512_bf16() else "fp32"
 
 
 __all__ = ["BUDGETS", "RESUMABLE", "TrainConfig", "field_default", "option", "resolve_device", "resolve_precision",
