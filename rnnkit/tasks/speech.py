@@ -603,7 +603,6 @@ def transcript_log_likelihood(log_probs: Tensor, ids: Sequence[int]) -> float:
     return -nll.item()
 
 
-@torch.no_grad()
 def decode_all(model: AcousticModel, feats: Sequence[Tensor], texts: Sequence[str] | None, alphabet: Alphabet,
                device: torch.device, batch_size: int = 64, decoder: Any = None) -> tuple[list[str], float]:
     """Hypotheses for every feature matrix (greedy unless ``decoder`` maps ``(T, C)`` log-probs to ids),
