@@ -123,6 +123,12 @@ def test_an_ensemble_picks_the_transcript_its_models_agree_on():
     assert combine([a, b], [[1], [2]], alphabet, lexicon=lexicon) == [1]  # only whole words of the lexicon
     lm = CharNgram(["a"] * 50, order=2, alphabet=alphabet)
     assert combine([a, b], [[1], [2]], alphabet, lm=lm, lm_weight=3.0) == [1]  # the language model outvotes
+    # a model with too few frames for a proposal: the proposals more models can produce first, then
+    # the mean over those that can
+    two = frames([0.1, 0.1, 0.8], [0.1, 0.8, 0.1])   # "ba" likely, "ab" not
+    one = frames([0.1, 0.8, 0.1])                     # one frame: no two-label transcript
+    assert combine([two, one], [[1, 2], [2, 1]], alphabet) == [2, 1]
+    assert combine([two, one], [[2, 1], [1]], alphabet) == [1]  # "a" is possible for both
 
 
 def test_char_ngram_is_a_distribution_and_steers_the_beam():
@@ -234,6 +240,9 @@ def test_a_clip_gets_the_same_outputs_alone_and_padded_in_a_batch_with_the_convo
     torch.testing.assert_close(together[0, :3], alone[0])
     with pytest.raises(RnnkitError, match="streaming model cannot have a convolutional front end"):
         SpeechRecognizer(streaming=True, conv_channels=8)
+    for other_features in ({"features": "mfcc"}, {"deltas": 1}):
+        with pytest.raises(RnnkitError, match="neighbouring mel bands"):
+            SpeechRecognizer(conv_channels=8, **other_features)
 
 
 def test_ctc_loss_of_repeats_is_finite_exactly_at_the_minimum_frame_count():
@@ -307,6 +316,11 @@ def test_train_resume_eval_transcribe_plot_through_the_cli(mini_fsdd, tmp_path):
     assert p.stdout.strip().splitlines()[-1].startswith("wer ")
     alone = rec.evaluate(mini_fsdd, format="fsdd")["hypotheses"]  # greedy: one proposal a model
     assert rec.evaluate(mini_fsdd, format="fsdd", ensemble=[run])["hypotheses"] == alone
+    # members that differ: another stride (other frame counts), at another sample rate
+    other = SpeechRecognizer(hidden=16, layers=1, batch_size=8, stride=1, sample_rate=16000, max_steps=2,
+                             out=tmp_path / "run-16k").fit(mini_fsdd, format="fsdd")
+    mixed = rec.evaluate(mini_fsdd, format="fsdd", beam=4, lexicon=lexicon, ensemble=[other])
+    assert len(mixed["hypotheses"]) == 16 and all(w in words for h in mixed["hypotheses"] for w in h.split())
     other = SpeechRecognizer.load(run)
     other.model.cfg = dataclasses.replace(other.model.cfg, labels="xyz")
     with pytest.raises(RnnkitError, match="share their output characters"):

@@ -142,7 +142,8 @@ class ConvFrontEnd(nn.Module):
 
     Frames ``(B, T, D)`` -> ``(B, T, channels * ceil(ceil(D / 2) / 2))``; padded frames are zeroed
     after each convolution, so a clip in a batch gets what it gets alone. Each output frame sees
-    one frame either side, so a streaming model cannot have one.
+    two frames either side, so a streaming model cannot have one; it reads log-mel bands, whose
+    neighbours are neighbours in frequency (not MFCCs, not deltas appended to them).
     """
 
     def __init__(self, dim: int, channels: int) -> None:
@@ -403,7 +404,9 @@ def combine(log_probs: Sequence[Tensor], proposals: Iterable[Sequence[int]], alp
         score(y) = mean over models of log p_m(y | audio) + lm_weight * log p_lm(y) + length_bonus * |y|,
 
     p_m being CTC's probability summed over every alignment (with a lexicon, the best proposal
-    that ends on a whole word, if any does). Frame posteriors are not averaged: CTC models put
+    that ends on a whole word, if any does). A model with too few frames for a proposal (another
+    stride, a trimmed clip) gives it probability 0; proposals that more models can produce come
+    first, and the mean is over those models. Frame posteriors are not averaged: CTC models put
     their label spikes at different frames, which an average would blur.
     """
     unique = sorted({tuple(ids) for ids in proposals})
@@ -411,10 +414,12 @@ def combine(log_probs: Sequence[Tensor], proposals: Iterable[Sequence[int]], alp
         raise ValueError("no proposals to choose from")
     whole = [ids for ids in unique if lexicon.complete(alphabet.decode(list(ids)))] if lexicon is not None else []
 
-    def score(ids: tuple[int, ...]) -> float:
-        acoustic = sum(transcript_log_likelihood(lp, ids) for lp in log_probs) / len(log_probs)
+    def score(ids: tuple[int, ...]) -> tuple[int, float]:
+        possible = [ll for ll in (transcript_log_likelihood(lp, ids) for lp in log_probs) if ll != -math.inf]
+        if not possible:
+            return 0, -math.inf
         language = lm_weight * lm.score(alphabet.decode(list(ids))) if lm is not None else 0.0
-        return acoustic + language + length_bonus * len(ids)
+        return len(possible), sum(possible) / len(possible) + language + length_bonus * len(ids)
 
     return list(max(whole or unique, key=score))
 
@@ -615,7 +620,7 @@ def decode_all(model: AcousticModel, feats: Sequence[Tensor], texts: Sequence[st
 def utterance_loss(log_probs: Sequence[Tensor], targets: Sequence[Sequence[int]]) -> float:
     """Mean CTC loss per utterance; an unreachable reference (audio too short for it) counts as zero, not infinity."""
     likelihoods = [transcript_log_likelihood(lp, ids) for lp, ids in zip(log_probs, targets, strict=True)]
-    return -sum(ll for ll in likelihoods if ll > -math.inf) / max(1, len(likelihoods))
+    return -sum(ll for ll in likelihoods if ll != -math.inf) / max(1, len(likelihoods))  # NaN stays NaN
 
 
 def error_rates(refs: Sequence[str], hyps: Sequence[str], prefix: str = "") -> dict[str, float]:
@@ -688,7 +693,10 @@ class SpeechRecognizer:
         if conv_channels < 0:
             raise RnnkitError(f"conv_channels must be 0 (no front end) or positive, got {conv_channels}")
         if conv_channels and streaming:
-            raise RnnkitError("a streaming model cannot have a convolutional front end (it looks one frame ahead)")
+            raise RnnkitError("a streaming model cannot have a convolutional front end (it looks two frames ahead)")
+        if conv_channels and (features != "logmel" or deltas):
+            raise RnnkitError("the convolutional front end reads neighbouring mel bands: use --features logmel "
+                              "without --deltas")
         if not 0 <= dropout < 1 or not 0 <= val_fraction < 1:
             raise RnnkitError("dropout and val_fraction must be in [0, 1)")
         unknown = set(train_options) - TRAIN_FIELDS
@@ -876,8 +884,9 @@ class SpeechRecognizer:
 
     @torch.no_grad()
     def transcribe(self, files: Sequence[str | os.PathLike], **decoding: Any) -> list[Transcript]:
-        """Each file's text (decoding options as :meth:`decoder`, and ``ensemble``: more recognisers or
-        run folders that decide with this one, :meth:`_decision`) with its wall-clock time."""
+        """Each file's text with its wall-clock time. Decoding options as :meth:`decoder`, and
+        ``ensemble``: more recognisers (or their run folders) that decide with this one, each
+        proposing its beam's hypotheses and all scoring every proposal (:func:`combine`)."""
         members, decide = self._decision(**decoding)
         out = []
         for f in map(Path, files):
@@ -957,13 +966,13 @@ class SpeechRecognizer:
     @torch.no_grad()
     def plot(self, file: str | os.PathLike, path: str | os.PathLike, **decoding: Any) -> str:
         """The spectrogram, the CTC frame posteriors and the best path under it, as a PNG; returns the text."""
+        if decoding.pop("ensemble", None):
+            raise RnnkitError("the plot shows one model's posteriors: decode it without an ensemble")
         model = self._require()
         wave, _ = load_audio(file, self.feature_config.sample_rate)
         feats = self.extractor(wave)
         lp, n, _ = model(feats[None], torch.tensor([len(feats)]))
         lp = lp[0, :n[0]]
-        if decoding.pop("ensemble", None):
-            raise RnnkitError("the plot shows one model's posteriors: decode it without an ensemble")
         text = model.cfg.alphabet.decode(self.decoder(**decoding)(lp))
         shown = (feats - model.feat_mean) / model.feat_std
         plot_spectrogram(shown, path, posteriors=lp.exp(), labels=model.cfg.alphabet.labels,
