@@ -847,10 +847,11 @@ class SpeechRecognizer:
         lm, lexicon = self._language(lm, lm_order, lexicon)
         if beam == 1 and lm is None and lexicon is None:
             return (lambda lp: [greedy_decode(lp)]) if nbest else greedy_decode
-        if nbest:
-            return lambda lp: [ids for ids, _ in beam_search(lp, alphabet, beam, lm, lm_weight, length_bonus,
-                                                             lexicon=lexicon)]
-        return lambda lp: beam_decode(lp, alphabet, beam, lm, lm_weight, length_bonus, lexicon=lexicon)
+
+        def ranked(lp: Tensor) -> list[list[int]]:
+            return [ids for ids, _ in beam_search(lp, alphabet, beam, lm, lm_weight, length_bonus, lexicon=lexicon)]
+
+        return ranked if nbest else (lambda lp: ranked(lp)[0])
 
     def _decision(self, ensemble: Sequence[SpeechRecognizer | str | os.PathLike] = (), beam: int = 1,
                   lm: CharNgram | str | Sequence[str] | None = None, lm_order: int = 4, lm_weight: float = 0.5,
