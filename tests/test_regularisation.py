@@ -207,6 +207,24 @@ def test_ar_and_tar_are_the_hand_computed_formulas():
     assert temporal_activation_regularisation(out[:1], 0.5).item() == 0.0
 
 
+def test_ar_and_tar_sum_bf16_outputs_in_fp32_and_keep_float64():
+    """bf16 outputs (autocast training) give an fp32 penalty equal to the fp32 formula on the same values."""
+    torch.manual_seed(0)
+    out = torch.randn(8, 4, 16).bfloat16().requires_grad_()
+    wide = out.detach().double()
+    ar, tar = activation_regularisation(out, 2.0), temporal_activation_regularisation(out, 1.0)
+    assert ar.dtype == tar.dtype == torch.float32
+    assert ar.item() == pytest.approx(2.0 * wide.pow(2).mean().item(), rel=1e-5)
+    assert tar.item() == pytest.approx((wide[1:] - wide[:-1]).pow(2).mean().item(), rel=1e-2)  # differences in bf16
+    (ar + tar).backward()
+    assert out.grad.dtype == torch.bfloat16 and torch.isfinite(out.grad).all()
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert activation_regularisation(x, 1.0).dtype == torch.float64
+    def penalty(t):
+        return activation_regularisation(t, 2.0) + temporal_activation_regularisation(t, 1.0)
+    assert torch.autograd.gradcheck(penalty, (x,))
+
+
 def test_the_training_loss_adds_ar_and_tar():
     vocab = Vocab("abcdefg")
     tokens = torch.randint(0, 7, (400,)).numpy()

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import RnnkitError
@@ -116,9 +117,14 @@ def locked_dropout(x: Tensor, p: float, training: bool = True, batch_first: bool
     return x * mask.unsqueeze(1 if batch_first else 0)
 
 
+def mean_square(x: Tensor) -> Tensor:
+    """The mean of ``x``'s squared elements, summed in at least fp32 without an fp32 copy of a bf16 ``x``."""
+    return torch.linalg.vector_norm(x, dtype=torch.promote_types(x.dtype, torch.float32)).square() / x.numel()
+
+
 def activation_regularisation(dropped: Tensor, alpha: float) -> Tensor:
     """AR: ``alpha`` times the mean of the squared (dropped) outputs of the last layer."""
-    return alpha * dropped.pow(2).mean()
+    return alpha * mean_square(dropped)
 
 
 def temporal_activation_regularisation(outputs: Tensor, beta: float, time_dim: int = 0) -> Tensor:
@@ -130,7 +136,7 @@ def temporal_activation_regularisation(outputs: Tensor, beta: float, time_dim: i
     if steps < 2:
         return outputs.new_zeros(())
     diff = outputs.narrow(time_dim, 1, steps - 1) - outputs.narrow(time_dim, 0, steps - 1)
-    return beta * diff.pow(2).mean()
+    return beta * mean_square(diff)
 
 
 def tie_weights(embedding: nn.Embedding, head: nn.Linear) -> None:

@@ -303,9 +303,9 @@ class CharLMTask(Task):
         if regularised:  # AWD-LSTM's AR and TAR on the last layer's output, time-major (T, B, H)
             raw, dropped = hidden[0]
             if self.ar > 0:
-                loss = loss + activation_regularisation(dropped.float(), self.ar)
+                loss = loss + activation_regularisation(dropped, self.ar)
             if self.tar > 0:
-                loss = loss + temporal_activation_regularisation(raw.float(), self.tar)
+                loss = loss + temporal_activation_regularisation(raw, self.tar)
         return loss, y.numel()
 
     def evaluate(self) -> dict[str, float]:
