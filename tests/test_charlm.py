@@ -44,6 +44,7 @@ def test_options_not_given_come_from_the_recommended_defaults(trained):
     assert config["train"]["weight_decay"] == defaults["weight_decay"] > 0
     assert config["train"]["ema"] == defaults["ema"]
     assert config["model"]["dropout"] == defaults["dropout"]
+    assert (config["model"]["ar"], config["model"]["tar"]) == (defaults["ar"], defaults["tar"]) != (0, 0)
     assert config["model"]["hidden"] == 64 != defaults["hidden"]
     assert config["train"]["lr"] == 1e-2 != defaults["lr"]
     assert recommended(60)["hidden"] < defaults["hidden"]
@@ -66,6 +67,7 @@ def test_the_model_follows_the_compute_the_budget_buys():
     assert recommended(300, amx)["cell"] == recommended(None)["cell"] == recommended(600)["cell"] == "lstm"
     smaller = (recommended(60), recommended(60, avx2_one_thread), recommended(300, amx_one_thread))
     assert {o["cell"] for o in smaller} == {"gru"}
+    assert all("ar" not in o and "tar" not in o for o in smaller)  # they lost with AR and TAR (BENCHMARKS.md)
     # the threshold grows with the model: as many characters as recurrent weights
     assert enough_chars(512) == 4 * enough_chars(256) == 2 * 4 * 512 * 1024
 

@@ -420,9 +420,10 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | No
 
     Tuned for validation loss per CPU second on tiny-shakespeare (BENCHMARKS.md). When the
     budget lets the wide model read enough text (:func:`enough_chars`; always under a step or
-    epoch budget) a 2x512 LSTM with dropout wins, evaluated with a moving average of its
-    weights. Otherwise a smaller GRU wins: it reads many more characters a second, and at these
-    widths the GRU learns more per second than the LSTM on AMX and AVX2 CPUs alike. All overfit
+    epoch budget) a 2x512 LSTM with dropout and AWD-LSTM's activation regularisers (AR 2, TAR 1)
+    wins, evaluated with a moving average of its weights. Otherwise a smaller GRU wins: it reads
+    many more characters a second, and at these widths the GRU learns more per second than the
+    LSTM on AMX and AVX2 CPUs alike (AR and TAR slow its learning: BENCHMARKS.md). All overfit
     the 1 MB text within minutes; AdamW's weight decay of 0.3 is the regulariser that costs no speed.
 
     ``chars_per_s(hidden)`` measures this machine's training speed for a model of that width
@@ -430,7 +431,8 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | No
     budget can train; without it the budget alone decides (:data:`SHORT_BUDGET`).
     """
     common = {"layers": 2, "batch_size": 64, "seq_len": 32, "weight_decay": 0.3}
-    wide = {**common, "cell": default_cell(512), "hidden": 512, "lr": 4e-3, "dropout": 0.2, "ema": 0.998}
+    wide = {**common, "cell": default_cell(512), "hidden": 512, "lr": 4e-3, "dropout": 0.2, "ema": 0.998,
+            "ar": 2.0, "tar": 1.0}
     if max_time is None:
         return wide
     if chars_per_s is None:
