@@ -31,8 +31,9 @@ def register(sub) -> None:
     g.add_argument("--dropout", type=fraction,
                    help="dropout between layers and before the output (default by budget: 0 or 0.2)")
     g = t.add_argument_group("regularisation", "AWD-LSTM's regularisers (Merity et al. 2017, arXiv:1708.02182), "
-                             "all off by default")
-    add_config_options(g, AWDRegularisation, AWD_OPTIONS)
+                             "off by default but for AR and TAR in the wide model")
+    add_config_options(g, AWDRegularisation, AWD_OPTIONS,
+                       defaults={"ar": "by budget: 0 or 2", "tar": "by budget: 0 or 1"})
     g = t.add_argument_group("data")
     g.add_argument("--seq-len", type=positive_int, help="characters per truncated-BPTT window (default 32)")
     g.add_argument("--batch-size", type=positive_int, help="parallel streams (default 64)")
