@@ -106,11 +106,18 @@ def test_step_generator_equals_the_full_model(cell, dtype, tol, hidden):
     assert_generator_matches_model(cell, dtype, tol, hidden, layers=3)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "mingru"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.int8, 6e-2)])
+def test_step_generator_equals_the_full_model_with_a_narrow_embedding(cell, dtype, tol):
+    assert_generator_matches_model(cell, dtype, tol, hidden=32, layers=2, embed=8)
+
+
 def assert_generator_matches_model(cell: str, dtype: torch.dtype, tol: float, hidden: int, layers: int,
-                                   bias: bool = True) -> None:
+                                   bias: bool = True, embed: int | None = None) -> None:
     """Step-by-step generation gives the logits the whole-sequence model gives, for a random model of ``cell``."""
     torch.manual_seed(0)
-    model = CharLM(ModelConfig(cell=cell, hidden=hidden, layers=layers, vocab_size=11), Vocab("abcdefghijk")).eval()
+    config = ModelConfig(cell=cell, hidden=hidden, layers=layers, embed=embed, vocab_size=11)
+    model = CharLM(config, Vocab("abcdefghijk")).eval()
     if not bias:
         model.rnn = make_layer(cell, hidden, hidden, layers, bias=False, batch_first=True)
     ids = torch.randint(0, 11, (4, 9))
@@ -120,6 +127,27 @@ def assert_generator_matches_model(cell: str, dtype: torch.dtype, tol: float, hi
         states, _ = gen.prime_state(ids[0, :1], 4)
         steps = torch.stack([gen.step(ids[:, t], states) for t in range(9)], 1)
     torch.testing.assert_close(steps, full, atol=tol, rtol=tol)
+
+
+def test_embed_sets_the_first_layers_input_width(small_corpus, tmp_path, capsys):
+    """``--embed`` narrows the embedding (the first layer's input); the run trains, reloads and
+    evaluates alike; tying the output layer to it needs it as wide as the hidden layer."""
+    from rnnkit.cli import main
+
+    out = tmp_path / "r"
+    code = main(["train", str(small_corpus), "--out", str(out), "--embed", "8", "--hidden", "32", "--layers", "2",
+                 "--batch-size", "8", "--max-steps", "20", "--precision", "fp32", "--sample-length", "0"])
+    assert code == 0, capsys.readouterr().err
+    model = CharLM.load(out, device="cpu")
+    assert model.embed.weight.shape[1] == 8 and model.rnn.weight_ih_l0.shape[1] == 8
+    assert model.rnn.weight_ih_l1.shape[1] == 32
+    text = small_corpus.read_text(encoding="utf-8")[:2000]
+    assert math.isfinite(model.evaluate(text)["loss"])
+    code = main(["train", str(small_corpus), "--out", str(tmp_path / "tied"), "--embed", "8", "--hidden", "32",
+                 "--tie-embeddings", "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--tie-embeddings needs --embed equal to --hidden (32)" in err
+    assert "Traceback" not in err and not (tmp_path / "tied").exists()
 
 
 def test_sampling_options(trained):

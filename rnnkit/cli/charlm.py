@@ -26,6 +26,7 @@ def register(sub) -> None:
     g.add_argument("--cell", choices=cell_names(), help="recurrent cell (default lstm)")
     g.add_argument("--hidden", type=positive_int, help="hidden units per layer (default by budget: 256 or 512)")
     g.add_argument("--layers", type=positive_int, help="stacked layers (default 2)")
+    g.add_argument("--embed", type=positive_int, help="embedding width (default: --hidden)")
     g.add_argument("--init", choices=["default", "orthogonal", "identity", "forget1", "chrono"],
                    help="initialisation of the recurrent layers (see rnnkit.nn.init)")
     g.add_argument("--dropout", type=fraction,
@@ -85,7 +86,7 @@ def register(sub) -> None:
     e.set_defaults(handler=cmd_eval)
 
 
-CHARLM_OPTIONS = ("cell", "hidden", "layers", "dropout", "init", *AWD_OPTIONS, "seq_len", "batch_size",
+CHARLM_OPTIONS = ("cell", "hidden", "embed", "layers", "dropout", "init", *AWD_OPTIONS, "seq_len", "batch_size",
                   "val_fraction", "encoding", "max_vocab")
 
 

@@ -62,11 +62,16 @@ class ModelConfig(AWDRegularisation):
     """The shape of a character model, and its AWD-LSTM regularisers (all off by default).
 
     The regularisers' fields come from :class:`rnnkit.nn.regularisation.AWDRegularisation`. The
-    embedding is as wide as the hidden layer, so ``tie_embeddings`` always fits.
+    embedding is as wide as the hidden layer unless ``embed`` is given (``tie_embeddings`` needs
+    them equal). A narrower one costs the model nothing a character vocabulary can use: the first
+    layer only ever sees ``vocab_size`` distinct inputs, so its input weights times the embedding
+    form a ``vocab_size x gates`` table of rank at most ``min(vocab_size, embed)``; what a narrow
+    one saves is the first layer's input product, a quarter of a two-layer LSTM's arithmetic.
     """
 
     cell: str = "lstm"
     hidden: int = 512
+    embed: int | None = None  # embedding width; None: the hidden size
     layers: int = 2
     dropout: float = 0.0
     init: str = "default"  # see rnnkit.nn.init: default, orthogonal, identity, forget1, chrono
@@ -75,16 +80,23 @@ class ModelConfig(AWDRegularisation):
     def validate(self) -> None:
         if self.cell not in CELLS:
             raise RnnkitError(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
-        for name in ("hidden", "layers"):
-            if getattr(self, name) <= 0:
+        for name in ("hidden", "layers", "embed"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise RnnkitError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.tie_embeddings and self.embed_width != self.hidden:
+            raise RnnkitError(f"--tie-embeddings needs --embed equal to --hidden ({self.hidden}), not {self.embed}")
         if not 0 <= self.dropout < 1:
             raise RnnkitError(f"--dropout must be in [0, 1), got {self.dropout}")
         self.check_awd_options(self.cell)
         # embedding and output layer (a vocabulary of ~100) plus each layer's own parameters
         shapes = CELLS[self.cell].parameter_shapes(self.hidden, self.hidden, True).values()
-        n_params = 2 * max(self.vocab_size, 100) * self.hidden + self.layers * sum(math.prod(s) for s in shapes)
+        n_params = (max(self.vocab_size, 100) * (self.embed_width + self.hidden)
+                    + self.layers * sum(math.prod(s) for s in shapes))
         check_fits_in_memory(n_params, f"--hidden {self.hidden} --layers {self.layers}")
+
+    @property
+    def embed_width(self) -> int:
+        return self.embed or self.hidden
 
 
 class CharLM(nn.Module):
@@ -104,8 +116,8 @@ class CharLM(nn.Module):
         config.validate()
         self.config, self.vocab = config, vocab
         self.origin: dict[str, Any] | None = None  # the run folder it was loaded from (see load)
-        self.embed = nn.Embedding(config.vocab_size, config.hidden)
-        self.rnn = make_layer(config.cell, config.hidden, config.hidden, config.layers, batch_first=True,
+        self.embed = nn.Embedding(config.vocab_size, config.embed_width)
+        self.rnn = make_layer(config.cell, config.embed_width, config.hidden, config.layers, batch_first=True,
                               **config.layer_kwargs(config.dropout, config.layers))
         init_recurrent(self.rnn, config.init)
         self.drop = nn.Dropout(config.dropout)
