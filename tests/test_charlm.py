@@ -14,6 +14,7 @@ from rnnkit.nn.cells import CELLS
 from rnnkit.nn.layers import make_layer
 from rnnkit.nn.stepping import Picker, StepGenerator
 from rnnkit.tasks.charlm import CharLM, ModelConfig, enough_chars, recommended, training_speed
+from rnnkit.training.config import TrainConfig, field_default
 
 TINY = dict(hidden=32, layers=1, batch_size=8, seq_len=32, precision="fp32")
 
@@ -48,6 +49,9 @@ def test_options_not_given_come_from_the_recommended_defaults(trained):
     assert config["model"]["hidden"] == 64 != defaults["hidden"]
     assert config["train"]["lr"] == 1e-2 != defaults["lr"]
     assert recommended(60)["hidden"] < defaults["hidden"]
+    # the character model's rate decays to zero; other tasks keep the trainer's own floor
+    assert config["train"]["min_lr_ratio"] == 0 == recommended(60)["min_lr_ratio"]
+    assert field_default(TrainConfig, "min_lr_ratio") > 0
 
 
 def test_the_model_follows_the_compute_the_budget_buys():

@@ -11,8 +11,9 @@ from typing import Any
 from ..training.config import TrainConfig, _check
 
 # what every training command takes, in --help order
-TRAIN_OPTIONS = ("lr", "weight_decay", "warmup_steps", "grad_clip", "grad_clip_value", "ema", "grad_accum",
-                 "max_time", "max_steps", "epochs", "eval_every", "patience", "seed", "precision", "device")
+TRAIN_OPTIONS = ("lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "grad_clip_value", "ema",
+                 "grad_accum", "max_time", "max_steps", "epochs", "eval_every", "patience", "seed", "precision",
+                 "device")
 
 
 def _kind(annotation: str) -> type:

@@ -437,12 +437,14 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | No
     many more characters a second, and at these widths the GRU learns more per second than the
     LSTM on AMX and AVX2 CPUs alike (AR and TAR slow its learning: BENCHMARKS.md). All overfit
     the 1 MB text within minutes; AdamW's weight decay of 0.3 is the regulariser that costs no speed.
+    The learning rate decays all the way to zero (``min_lr_ratio`` 0): the last, smallest steps
+    gained in every replayed run (BENCHMARKS.md).
 
     ``chars_per_s(hidden)`` measures this machine's training speed for a model of that width
     (:func:`training_speed`), so a slow CPU (AVX2 only, fp32) or a busy one gets the model its
     budget can train; without it the budget alone decides (:data:`SHORT_BUDGET`).
     """
-    common = {"layers": 2, "batch_size": 64, "seq_len": 32, "weight_decay": 0.3}
+    common = {"layers": 2, "batch_size": 64, "seq_len": 32, "weight_decay": 0.3, "min_lr_ratio": 0.0}
     wide = {**common, "cell": default_cell(512), "hidden": 512, "lr": 4e-3, "dropout": 0.2, "ema": 0.998,
             "ar": 2.0, "tar": 1.0}
     if max_time is None:

@@ -71,7 +71,7 @@ class TrainConfig:
     weight_decay: float = option(0.0, "AdamW weight decay (decoupled; the task says which parameters take it)",
                                  "nonneg")
     warmup_steps: int = option(50, "linear learning-rate warmup steps", "nonneg")
-    min_lr_ratio: float = option(0.05, "the cosine decay ends at lr times this", "nonneg", cli=False)
+    min_lr_ratio: float = option(0.05, "the cosine decay ends at lr times this", "nonneg")
     grad_clip: float | None = option(1.0, "clip the global gradient norm to this", "positive")
     grad_clip_value: float | None = option(None, "clip each gradient element to ±this", "positive")
     ema: float | None = option(None, "evaluate and keep a moving average of the weights with this decay per step "
