@@ -63,10 +63,12 @@ class ModelConfig(AWDRegularisation):
 
     The regularisers' fields come from :class:`rnnkit.nn.regularisation.AWDRegularisation`. The
     embedding is as wide as the hidden layer unless ``embed`` is given (``tie_embeddings`` needs
-    them equal). A narrower one costs the model nothing a character vocabulary can use: the first
-    layer only ever sees ``vocab_size`` distinct inputs, so its input weights times the embedding
-    form a ``vocab_size x gates`` table of rank at most ``min(vocab_size, embed)``; what a narrow
-    one saves is the first layer's input product, a quarter of a two-layer LSTM's arithmetic.
+    them equal). The first layer only ever sees ``vocab_size`` distinct inputs, so its input
+    weights times the embedding form a ``vocab_size x gates`` table of rank at most
+    ``min(vocab_size, embed)``: an embedding as wide as the vocabulary can express what a wider one
+    can, and saves most of the first layer's input product, a quarter of a two-layer LSTM's
+    arithmetic. It learns less per step, though (BENCHMARKS.md, "Eighth session"), so the
+    default stays the hidden size.
     """
 
     cell: str = "lstm"
