@@ -471,7 +471,7 @@ def default_cell(hidden: int) -> str:
 def training_speed(options: dict[str, Any], hidden: int, steps: int = 2) -> float:
     """Characters a second this machine trains a model of width ``hidden`` at, with the given options.
 
-    A throwaway model of the options' cell (else the width's :func:`default_cell`), depth, batch,
+    A throwaway model of the options' cell (else the width's :func:`default_cell`), depth, embedding, batch,
     window, device and precision takes one warm-up step and ``steps`` timed ones (forward,
     backward, fused AdamW) on random text.
     """
@@ -480,7 +480,8 @@ def training_speed(options: dict[str, Any], hidden: int, steps: int = 2) -> floa
     batch, seq = options.get("batch_size", defaults["batch_size"]), options.get("seq_len", defaults["seq_len"])
     device = resolve_device(options.get("device", "auto"))
     precision = resolve_precision(options.get("precision", "auto"), device)
-    model = CharLM(ModelConfig(cell=cell, hidden=hidden, layers=layers, vocab_size=96)).to(device)
+    model = CharLM(ModelConfig(cell=cell, hidden=hidden, layers=layers, embed=options.get("embed"),
+                               vocab_size=96)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), fused=True)
     ids = torch.randint(0, 96, (batch, seq + 1), device=device)
     elapsed = 0.0
