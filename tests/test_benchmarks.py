@@ -1,5 +1,6 @@
 """Every benchmark script runs (on tiny sizes), so the full runs and the GPU check are ready."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,28 @@ def test_quality_replays_a_budget_as_a_step_count(small_corpus):
     assert "gru 1x16" in row and row.split("|")[6].strip() == "2"  # the recommended cell, the steps asked
     proc = subprocess.run([*base, "--steps", "2", "3", *tiny], capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and "one step count for each" in proc.stderr
+
+
+def test_a_replayed_budget_trains_what_the_time_budget_would(small_corpus, tmp_path):
+    """The settings ``--steps`` passes give the run the configuration ``--max-time`` gives it, budget aside."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from quality import budget_options
+    finally:
+        sys.path.remove(str(BENCH))
+    from rnnkit.cli import main
+
+    tiny = ["--hidden", "16", "--batch-size", "4", "--precision", "fp32", "--sample-length", "0"]
+    configs = []
+    for name, budget in (("steps", budget_options(1, 2)), ("time", ["--max-time", "1"])):
+        assert main(["train", str(small_corpus), "--out", str(tmp_path / name), *budget, *tiny]) == 0
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        for key in ("max_time", "max_steps", "eval_every"):
+            config["train"].pop(key, None)
+        config["train"]["ema"] = config["train"]["ema"] or None  # --ema 0 is off, as no EMA is
+        configs.append((config["model"], config["train"], config["data"]))
+    assert configs[0] == configs[1]
+    assert configs[0][0]["ar"] == 0 and configs[0][1]["min_lr_ratio"] == 0
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py") if p.name != "common.py"))
