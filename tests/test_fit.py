@@ -38,6 +38,9 @@ class Regression(Task):
         self.model = nn.Sequential(nn.Embedding(3, 2), nn.Flatten())  # an embedding, for the decay groups
         self.linear = nn.Linear(4, 1)
         self.model.append(self.linear)
+        with torch.no_grad():  # from the task's own seed, not the global generator: a test alone or after others
+            for p in self.model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
         self.seed, self.batch = seed, batch
 
     def batches_per_epoch(self) -> int:
@@ -202,11 +205,23 @@ def test_resume_of_other_tasks_names_their_own_command(tmp_path):
 
     run("adding", 20, "gru", tmp_path / "ll", hidden=8, max_steps=5, eval_size=50, progress=False)
     assert_one_line_error(rnnkit_cli("train", "--resume", tmp_path / "ll"),
-                          "is a longlag run, not a character model's; continue it with rnnkit longlag --resume")
+                          "is a longlag run, not a charlm one; continue it with rnnkit longlag --resume")
     proc = rnnkit_cli("longlag", "--resume", tmp_path / "ll", "--max-steps", "10")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith("test_mse ")
     assert json.loads((tmp_path / "ll" / "result.json").read_text())["steps"] == 10
+
+
+@pytest.mark.parametrize("command", [["train"], ["classify", "train"], ["translate", "train"], ["speech", "train"],
+                                     ["music", "train"], ["forecast", "fit"]])
+def test_resuming_another_tasks_run_is_refused_before_it_trains(command, tmp_path):
+    from rnnkit.tasks.longlag import run
+
+    run("adding", 20, "gru", tmp_path / "ll", hidden=8, max_steps=5, eval_size=50, progress=False)
+    before = (tmp_path / "ll" / "last.pt").read_bytes()
+    assert_one_line_error(rnnkit_cli(*command, "--resume", tmp_path / "ll", "--max-steps", "10"),
+                          "is a longlag run, not a")
+    assert (tmp_path / "ll" / "last.pt").read_bytes() == before  # untouched: not trained a step further
 
 
 def test_forecast_fit_resumes_and_logs_no_fake_validation(tmp_path):

@@ -46,9 +46,9 @@ from ..nn.stepping import SAMPLE_PRECISIONS, StepGenerator
 from ..training import distributed
 from ..training.checkpoint import load_checkpoint
 from ..training.config import TrainConfig, field_default, resolve_device, resolve_precision
-from ..training.fit import fit, prepare_run_folder
+from ..training.fit import fit, prepare_run_folder, run_task
 from ..training.fit import resume as resume_run
-from ..training.task import Task, find_task, register_task
+from ..training.task import Task, register_task
 from ..training.trainer import TrainResult, autocast, checkpoint_meta
 
 if TYPE_CHECKING:
@@ -572,10 +572,7 @@ def _checked_configs(corpus: Sequence[str] | None, options: dict[str, Any]) -> t
 def _resume(run: Path, corpus, progress, options) -> tuple[CharLM, TrainResult]:
     """Continue a run; model and data options, if given, must be the run's own."""
     meta = checkpoint_meta(load_checkpoint(run / "last.pt"))
-    if meta.get("task") != "charlm":
-        other = find_task(meta.get("task", ""))
-        raise RnnkitError(f"{run} is a {other.name} run, not a character model's; continue it with "
-                          f"{other.command} --resume {run}")
+    run_task(run, meta, CharLMTask)  # before the corpus is read or compared
     # a run from before an option existed had it at its default
     saved = {**{f.name: field_default(ModelConfig, f.name) for f in fields(ModelConfig)}, **meta["model"],
              **meta["data"]}
@@ -596,7 +593,7 @@ def _resume(run: Path, corpus, progress, options) -> tuple[CharLM, TrainResult]:
             if v is not None and v != saved[k]:
                 raise RnnkitError(f"--resume: --{k.replace('_', '-')} {v} conflicts with the run's "
                                   f"{saved[k]}; only the budget and device may change")
-    task, result = resume_run(run, progress, **options)
+    task, result = resume_run(run, progress, expect=CharLMTask, **options)
     return task.model.eval(), result
 
 

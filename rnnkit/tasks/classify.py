@@ -593,9 +593,7 @@ class Classifier:
     @classmethod
     def resume(cls, run: str | Path, progress: bool | None = None, **changes: Any) -> Classifier:
         """Continue an interrupted ``fit`` in its run folder (only the budget and device may change)."""
-        task, result = resume_run(run, progress, **changes)
-        if not isinstance(task, ClassifyTask):
-            raise RnnkitError(f"{run} is a {task.name} run, not a classifier's")
+        task, result = resume_run(run, progress, expect=ClassifyTask, **changes)
         self = cls.load(run, weights=task.model.state_dict())
         self.result = result
         if self.nbsvm_ngram:

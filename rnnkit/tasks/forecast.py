@@ -494,9 +494,7 @@ class Forecaster:
     @classmethod
     def resume(cls, run: str | Path, progress: bool | None = None, **changes: Any) -> Forecaster:
         """Continue an interrupted ``fit`` in its run folder (only the budget and device may change)."""
-        task, result = resume_run(run, progress, **changes)
-        if not isinstance(task, ForecastTask):
-            raise RnnkitError(f"{run} is a {task.name} run, not a forecaster's")
+        task, result = resume_run(run, progress, expect=ForecastTask, **changes)
         state = {"model": task.model.state_dict(), "meta": json.dumps(task.description)}
         save_checkpoint(Path(run) / "model.pt", state)
         forecaster = cls.load(run)

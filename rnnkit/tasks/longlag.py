@@ -262,9 +262,7 @@ def run(problem: str = "adding", length: int = 100, cell: str = "lstm", out: str
 
 def resume(run: str | Path, progress: bool | None = None, **changes: Any) -> LongLagResult:
     """Continue an interrupted run (only the budget and device may change), then test it."""
-    task, result = resume_run(run, progress, **changes)
-    if not isinstance(task, LongLagTask):
-        raise RnnkitError(f"{run} is a {task.name} run, not a long-lag one")
+    task, result = resume_run(run, progress, expect=LongLagTask, **changes)
     return _test(task, Path(run), result)
 
 

@@ -446,9 +446,7 @@ class MusicModel:
     @classmethod
     def resume(cls, run: str | Path, progress: bool | None = None, **changes: Any) -> MusicModel:
         """Continue an interrupted :meth:`fit` in its run folder (only the budget and device may change)."""
-        task, result = resume_run(run, progress, **changes)
-        if not isinstance(task, MusicTask):
-            raise RnnkitError(f"{run} is a {task.name} run, not a music one")
+        task, result = resume_run(run, progress, expect=MusicTask, **changes)
         model = cls._from_task(task, run)
         model.result = result
         return model

@@ -785,9 +785,7 @@ class SpeechRecognizer:
     @classmethod
     def resume(cls, run: str | Path, progress: bool | None = None, **changes: Any) -> SpeechRecognizer:
         """Continue an interrupted ``fit`` in its run folder (only the budget and device may change)."""
-        task, result = resume_run(run, progress, **changes)
-        if not isinstance(task, SpeechTask):
-            raise RnnkitError(f"{run} is a {task.name} run, not a speech recogniser's")
+        task, result = resume_run(run, progress, expect=SpeechTask, **changes)
         rec = cls.load(run)
         rec.result = result
         return rec

@@ -525,9 +525,7 @@ class Translator:
     @classmethod
     def resume(cls, run: str | Path, progress: bool | None = None, **changes: Any) -> Translator:
         """Continue an interrupted run in its folder (only the budget and device may change)."""
-        task, result = resume_run(run, progress, **changes)
-        if not isinstance(task, TranslateTask):
-            raise RnnkitError(f"{run} is a {task.name} run, not a translation one")
+        task, result = resume_run(run, progress, expect=TranslateTask, **changes)
         self = cls.load(run)
         self.result = result
         return self

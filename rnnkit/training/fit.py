@@ -184,17 +184,28 @@ def task_config(task: Task) -> dict[str, Any]:
         return {}
 
 
-def resume(run: str | Path, progress: bool | None = None, **changes: Any) -> tuple[Task, TrainResult]:
+def run_task(run: Path, meta: dict[str, Any], expect: type[Task] | None) -> type[Task]:
+    """The task class a run folder's checkpoint ``meta`` names, refused (one line) if it is not ``expect``."""
+    cls = find_task(meta.get("task", ""))
+    if expect is not None and not issubclass(cls, expect):
+        raise RnnkitError(f"{run} is a {cls.name} run, not a {expect.name} one; continue it with "
+                          f"{cls.command} --resume {run}")
+    return cls
+
+
+def resume(run: str | Path, progress: bool | None = None, expect: type[Task] | None = None,
+           **changes: Any) -> tuple[Task, TrainResult]:
     """Continue any task's run exactly where it stopped; only the budget (and device) may change.
 
-    The task is found by the name its run folder records and rebuilt from the folder alone.
+    The task is found by the name its run folder records and rebuilt from the folder alone; with
+    ``expect``, a run of another task is refused before anything trains.
     """
     run = Path(run)
     if not run.is_dir():
         raise RnnkitError(f"--resume {run}: no such run folder")
     state = load_checkpoint(run / "last.pt")
     meta = checkpoint_meta(state)
-    cls = find_task(meta.get("task", ""))
+    cls = run_task(run, meta, expect)
     config = load_trainer_config(state)
     known = {f.name for f in fields(TrainConfig)}
     for k, v in changes.items():
