@@ -51,13 +51,8 @@ def budget_options(budget: float, steps: int | None) -> list[str]:
         return ["--max-time", str(budget)]
     from rnnkit.tasks.charlm import recommended
 
-    # A step budget takes the wide model's settings for whatever the budget's own leave out: switch
-    # those off, so that the replay trains what the time budget would.
-    off = {"ema": 0.0, "ar": 0.0, "tar": 0.0}
-    unknown = set(recommended(None)) - set(recommended(budget)) - set(off)
-    if unknown:
-        raise SystemExit(f"quality.py --steps: cannot switch off the wide model's {', '.join(sorted(unknown))}")
-    settings = {**off, **recommended(budget)}
+    # the width these settings name brings its own settings for the rest, as under the time budget
+    settings = recommended(budget)
     return ["--max-steps", str(steps), *(f"--{k.replace('_', '-')}={v}" for k, v in settings.items())]
 
 

@@ -84,7 +84,6 @@ def test_a_replayed_budget_trains_what_the_time_budget_would(small_corpus, tmp_p
         config = json.loads((tmp_path / name / "config.json").read_text())
         for key in ("max_time", "max_steps", "eval_every"):
             config["train"].pop(key, None)
-        config["train"]["ema"] = config["train"]["ema"] or None  # --ema 0 is off, as no EMA is
         configs.append((config["model"], config["train"], config["data"]))
     assert configs[0] == configs[1]
     assert configs[0][0]["ar"] == 0 and configs[0][1]["min_lr_ratio"] == 0

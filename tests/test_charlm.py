@@ -22,7 +22,7 @@ TINY = dict(hidden=32, layers=1, batch_size=8, seq_len=32, precision="fp32")
 @pytest.fixture(scope="module")
 def trained(small_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "r"
-    model, result = rnnkit.train(str(small_corpus), out=out, max_steps=150, lr=1e-2, progress=False,
+    model, result = rnnkit.train(str(small_corpus), out=out, max_steps=150, progress=False,
                                  **{**TINY, "hidden": 64})
     return out, model, result
 
@@ -38,17 +38,23 @@ def test_training_learns_and_fills_the_run_folder(trained):
 
 
 def test_options_not_given_come_from_the_recommended_defaults(trained):
-    """A step budget takes the long-budget defaults; options given win over them."""
+    """Options not given come from the settings recommended for the width given (64 units: the smaller
+    models'), under a step budget as under a time budget; options given win over them."""
     out, _, _ = trained
     config = json.loads((out / "config.json").read_text())
-    defaults = recommended(None)
+    defaults = recommended(None, hidden=64)
+    assert defaults == recommended(300, hidden=64) == {**recommended(60), "hidden": 64}
     assert config["train"]["weight_decay"] == defaults["weight_decay"] > 0
-    assert config["train"]["ema"] == defaults["ema"]
-    assert config["model"]["dropout"] == defaults["dropout"]
-    assert (config["model"]["ar"], config["model"]["tar"]) == (defaults["ar"], defaults["tar"]) != (0, 0)
-    assert config["model"]["hidden"] == 64 != defaults["hidden"]
-    assert config["train"]["lr"] == 1e-2 != defaults["lr"]
-    assert recommended(60)["hidden"] < defaults["hidden"]
+    assert config["model"]["cell"] == defaults["cell"] == "gru"
+    assert config["model"]["dropout"] == defaults["dropout"] == 0
+    assert config["train"]["ema"] is None and (config["model"]["ar"], config["model"]["tar"]) == (0, 0)
+    assert config["model"]["hidden"] == 64 and config["train"]["lr"] == defaults["lr"]
+    assert config["model"]["layers"] == 1 != defaults["layers"]  # given, so it wins
+    assert config["data"]["batch_size"] == 8 != defaults["batch_size"]
+    wide = recommended(None)
+    assert wide == recommended(60, hidden=512) and wide["hidden"] > recommended(60)["hidden"]
+    assert wide["ema"] and wide["dropout"] > 0 and (wide["ar"], wide["tar"]) != (0, 0)
+    assert recommended(60, hidden=1024) == {**wide, "hidden": 1024}
     # the character model's rate decays to zero; other tasks keep the trainer's own floor
     assert config["train"]["min_lr_ratio"] == 0 == recommended(60)["min_lr_ratio"]
     assert field_default(TrainConfig, "min_lr_ratio") > 0

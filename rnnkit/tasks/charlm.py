@@ -429,7 +429,8 @@ def enough_chars(hidden: int, layers: int = 2) -> float:
     return CHARS_PER_WEIGHT * layers * 4 * hidden * (hidden + hidden)  # 4 gates over input and state a layer
 
 
-def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | None = None) -> dict[str, Any]:
+def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | None = None,
+                hidden: int | None = None) -> dict[str, Any]:
     """The settings ``rnnkit train`` uses for options not given, by the compute the budget buys.
 
     Tuned for validation loss per CPU second on tiny-shakespeare (BENCHMARKS.md). When the
@@ -444,21 +445,25 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | No
 
     ``chars_per_s(hidden)`` measures this machine's training speed for a model of that width
     (:func:`training_speed`), so a slow CPU (AVX2 only, fp32) or a busy one gets the model its
-    budget can train; without it the budget alone decides (:data:`SHORT_BUDGET`).
+    budget can train; without it the budget alone decides (:data:`SHORT_BUDGET`). A width given
+    (``hidden``) takes that width's settings whatever the budget: the wide model's from 512 up, the
+    smaller GRUs' below, so a 2x256 trains alike whether the rule or the user picked it.
     """
-    common = {"layers": 2, "batch_size": 64, "seq_len": 32, "weight_decay": 0.3, "min_lr_ratio": 0.0}
-    wide = {**common, "cell": default_cell(512), "hidden": 512, "lr": 4e-3, "dropout": 0.2, "ema": 0.998,
-            "ar": 2.0, "tar": 1.0}
-    if max_time is None:
-        return wide
-    if chars_per_s is None:
-        hidden = 512 if max_time > SHORT_BUDGET else SMALLER_HIDDEN[0]
-    elif max_time * chars_per_s(512) >= enough_chars(512):
-        hidden = 512
-    else:
-        hidden = next((h for h in SMALLER_HIDDEN if max_time * chars_per_s(h) >= enough_chars(h)), SMALLER_HIDDEN[-1])
-    return wide if hidden == 512 else {**common, "cell": default_cell(hidden), "hidden": hidden, "lr": 1e-2,
-                                       "dropout": 0.0}
+    if hidden is None:
+        if max_time is None:
+            hidden = 512
+        elif chars_per_s is None:
+            hidden = 512 if max_time > SHORT_BUDGET else SMALLER_HIDDEN[0]
+        elif max_time * chars_per_s(512) >= enough_chars(512):
+            hidden = 512
+        else:
+            hidden = next((h for h in SMALLER_HIDDEN if max_time * chars_per_s(h) >= enough_chars(h)),
+                          SMALLER_HIDDEN[-1])
+    common = {"cell": default_cell(hidden), "layers": 2, "hidden": hidden, "batch_size": 64, "seq_len": 32,
+              "weight_decay": 0.3, "min_lr_ratio": 0.0}
+    if hidden >= 512:
+        return {**common, "lr": 4e-3, "dropout": 0.2, "ema": 0.998, "ar": 2.0, "tar": 1.0}
+    return {**common, "lr": 1e-2, "dropout": 0.0}
 
 
 def default_cell(hidden: int) -> str:
@@ -541,7 +546,8 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     if "dropout" not in given and (given.get("variational_dropout") or given.get("output_dropout")):
         given["dropout"] = 0.0  # the variational kinds replace the recommended per-step dropout
     budget = given.get("max_time") if "max_steps" not in given and "epochs" not in given else None
-    model_cfg, data_cfg, train_cfg = _checked_configs(corpus, {**recommended(budget), **given})
+    model_cfg, data_cfg, train_cfg = _checked_configs(corpus, {**recommended(budget, hidden=given.get("hidden")),
+                                                                **given})
     files = corpus_files(data_cfg.corpus)
     out = prepare_run_folder(out, "rnnkit train --resume")
     vocab, tokens = _tokenize_once(files, out / TOKENS, data_cfg.encoding, data_cfg.max_vocab, None)
