@@ -23,8 +23,9 @@ def register(sub) -> None:
     t.add_argument("--out", help="run folder (default: runs/<corpus name>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
     g = t.add_argument_group("model")
-    g.add_argument("--cell", choices=cell_names(), help="recurrent cell (default lstm)")
-    g.add_argument("--hidden", type=positive_int, help="hidden units per layer (default by budget: 256 or 512)")
+    g.add_argument("--cell", choices=cell_names(), help="recurrent cell (default: lstm at 512 units and up, else gru)")
+    g.add_argument("--hidden", type=positive_int,
+                   help="hidden units per layer (default: 512, 256 or 128, by the compute the budget buys)")
     g.add_argument("--layers", type=positive_int, help="stacked layers (default 2)")
     g.add_argument("--embed", type=positive_int, help="embedding width (default: --hidden)")
     g.add_argument("--init", choices=["default", "orthogonal", "identity", "forget1", "chrono"],
