@@ -122,7 +122,7 @@ def tiny_run(tmp_path_factory):
     import rnnkit
     out = tmp_path_factory.mktemp("neurons") / "run"
     (out.parent / "code.txt").write_text(CODE * 40, encoding="utf-8")
-    rnnkit.train(str(out.parent / "code.txt"), out=out, hidden=16, layers=1, batch_size=4, seq_len=32,
+    rnnkit.train(str(out.parent / "code.txt"), out=out, cell="lstm", hidden=16, layers=1, batch_size=4, seq_len=32,
                  max_steps=5, progress=False, precision="fp32")
     return out
 
