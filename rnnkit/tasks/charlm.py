@@ -599,7 +599,7 @@ def _resume(run: Path, corpus, progress, options) -> tuple[CharLM, TrainResult]:
             if v is not None and v != saved[k]:
                 raise RnnkitError(f"--resume: --{k.replace('_', '-')} {v} conflicts with the run's "
                                   f"{saved[k]}; only the budget and device may change")
-    task, result = resume_run(run, progress, expect=CharLMTask, **options)
+    task, result = resume_run(run, progress, **options)  # the task was checked above
     return task.model.eval(), result
 
 
