@@ -75,12 +75,25 @@ def test_vanilla_rnn_vanishes_chrono_lstm_keeps_large_init_explodes(small_corpus
     assert rnn.norms.shape == (80,) and rnn.windows == 4
 
 
-def test_trained_run_reads_its_validation_text(tmp_path, small_corpus):
+def test_trained_run_reads_its_validation_text(tmp_path, small_corpus, monkeypatch):
+    """From the run's own token file, not from the corpus path it recorded: that path was relative, and
+    another folder's file of the same name must not be read in its place."""
     import rnnkit
-    rnnkit.train(str(small_corpus), out=tmp_path / "run", hidden=16, layers=1, batch_size=4, seq_len=16,
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "corpus.txt").write_text(small_corpus.read_text())
+    monkeypatch.chdir(tmp_path / "a")
+    rnnkit.train("corpus.txt", out=tmp_path / "run", hidden=16, layers=1, batch_size=4, seq_len=16,
                  max_steps=3, progress=False, precision="fp32")
     (r,) = gradflow([], [tmp_path / "run"], length=30, windows=2, burn_in=5)
     assert "trained" in r.label and r.norms.shape == (30,) and np.all(np.isfinite(r.norms))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "corpus.txt").write_text("x" * 3000)
+    monkeypatch.chdir(tmp_path / "b")
+    (elsewhere,) = gradflow([], [tmp_path / "run"], length=30, windows=2, burn_in=5)
+    np.testing.assert_array_equal(elsewhere.norms, r.norms)
+    (tmp_path / "run" / "tokens.bin").unlink()
+    with pytest.raises(RnnkitError, match=r"tokens.bin is missing\); give the text with --corpus"):
+        gradflow([], [tmp_path / "run"], length=30, windows=2, burn_in=5)
 
 
 def test_bad_specs_raise():

@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.data.text import Vocab
 from rnnkit.errors import RnnkitError
-from rnnkit.inspect.gradflow import Spec, build_untrained, gradflow, load_run
+from rnnkit.inspect.gradflow import Spec, build_untrained, gradflow
 from rnnkit.inspect.neurons import record, top_units
 from rnnkit.nn.cells import CELLS, Cell, log_space_scan
 from rnnkit.nn.init import init_recurrent
@@ -288,7 +288,7 @@ def test_gradflow_and_neurons_on_min_cells(mingru_run, small_corpus):
         assert math.isnan(r.spectral_radius)  # no recurrent matrix, so no spectral radius
     with pytest.raises(RnnkitError, match="no recurrent weight matrix to scale"):
         build_untrained(Spec.parse("mingru::2"), vocab_size=5, hidden=4, layers=1)
-    model, _ = load_run(mingru_run)
+    model = CharLM.load(mingru_run, device="cpu")
     rec = record(model, small_corpus.read_text(encoding="utf-8")[:300])
     assert rec.units.shape == (300, 32) and rec.names[0] == "h0:0"
     assert top_units(rec, ["after_newline"], top=1)[0].unit.startswith("h0:")

@@ -32,9 +32,7 @@ from ..errors import RnnkitError
 from ..nn.cells import CELLS
 from ..nn.init import SCHEMES, spectral_radius
 from ..plotting import new_figure, save_figure
-from ..tasks.charlm import CharLM, ModelConfig, checkpoint_path
-from ..training.checkpoint import load_checkpoint
-from ..training.trainer import checkpoint_meta
+from ..tasks.charlm import CharLM, ModelConfig
 
 HORIZON_RATIO = 1e-3  # the horizon is where the norm falls below this share of its value at t = T
 
@@ -175,18 +173,12 @@ def build_untrained(spec: Spec, vocab_size: int, hidden: int, layers: int, seed:
     return model.eval()
 
 
-def load_run(run: str | Path, which: str = "best") -> tuple[CharLM, dict[str, Any]]:
-    """A trained character model and its checkpoint meta (model, data and vocabulary description)."""
-    state = load_checkpoint(checkpoint_path(run, which))
-    return CharLM.from_checkpoint(state), checkpoint_meta(state)
-
-
-def run_validation_text(meta: dict[str, Any]) -> str:
-    """The held-out tail of a run's own corpus, the text it was never trained on."""
-    data = meta.get("data", {})
-    text = read_corpus(data.get("corpus"), data.get("encoding", "utf-8"))
-    n_train = int(len(text) * (1 - data.get("val_fraction", 0.1)))
-    return text[n_train:]
+def run_validation_tokens(model: CharLM, run: str | Path) -> np.ndarray:
+    """The held-out tail of a run's own token file, the text it was never trained on."""
+    tokens, where = model.run_tokens("val")
+    if tokens is None:
+        raise RnnkitError(f"{run}: no validation text to measure on ({where}); give the text with --corpus")
+    return tokens
 
 
 def gradflow(configs: Sequence[str] = ("rnn", "lstm", "gru"), runs: Sequence[str | Path] = (),
@@ -210,9 +202,9 @@ def gradflow(configs: Sequence[str] = ("rnn", "lstm", "gru"), runs: Sequence[str
             model = build_untrained(spec, len(vocab), hidden, layers, seed)
             results.append(measure(model, tokens, length, windows, burn_in, seed, label=spec.label))
     for run in runs:
-        model, meta = load_run(run)
-        text = read_corpus(corpus, encoding) if corpus else run_validation_text(meta)
-        tokens = model._require_vocab().encode(text, strict=False)
+        model = CharLM.load(run, "best", device="cpu").eval()
+        tokens = (model._require_vocab().encode(read_corpus(corpus, encoding), strict=False) if corpus
+                  else run_validation_tokens(model, run))
         cfg = model.config
         label = f"{Path(run).name} ({cfg.cell} {cfg.layers}x{cfg.hidden}, trained)"
         results.append(measure(model, tokens, length, windows, burn_in, seed, label=label))
@@ -259,4 +251,4 @@ def plot_gradflow(results: Sequence[GradFlow], path: str | Path, title: str = ""
 
 
 __all__ = ["GradFlow", "Spec", "build_untrained", "format_table", "gradflow",
-           "hidden_grad_norms", "load_run", "measure", "plot_gradflow", "summarise"]
+           "hidden_grad_norms", "measure", "plot_gradflow", "summarise"]

@@ -176,6 +176,21 @@ class CharLM(nn.Module):
         model.origin = {"run": path.parent, "data": meta.get("data"), "tokens": meta.get("tokens")}
         return model
 
+    def run_tokens(self, part: str = "train") -> tuple[np.ndarray | None, str]:
+        """The ``train`` or ``val`` split of the token file of the run this model was loaded from, as it
+        trained on them, and where they came from; or None and why there are none (not loaded from a run,
+        the token file missing or changed)."""
+        origin = self.origin
+        if not origin or origin.get("run") is None:
+            return None, "the model was not loaded from a run folder"
+        run = Path(origin["run"])
+        problem = token_file_problem(run, origin.get("tokens"))
+        if problem:
+            return None, f"{run / TOKENS} {problem}"
+        tokens = open_tokens(run / TOKENS, self._require_vocab())
+        train, val = split_tokens(tokens, (origin.get("data") or {}).get("val_fraction", 0.1))
+        return (train if part == "train" else val), f"{run / TOKENS}"
+
     # --- using a trained model -----------------------------------------------------------
     def _require_vocab(self) -> Vocab:
         if self.vocab is None:

@@ -41,7 +41,6 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -118,7 +117,7 @@ class DynamicEval:
         if self.resolved:
             return self
         tokens, where = (_given_tokens(model, train_tokens) if train_tokens is not None
-                         else run_training_tokens(model))
+                         else model.run_tokens("train"))
         method = self.method
         if method == "auto":
             method = "rms" if tokens is not None else "sgd"
@@ -141,25 +140,6 @@ class DynamicEval:
         """One line: the method and values used, and where the statistics came from."""
         return (f"dynamic evaluation: {self.method}, lr {self.lr:g}, decay {self.decay:g}, "
                 f"segment {self.segment}; {self.source}")
-
-
-def run_training_tokens(model: CharLM) -> tuple[np.ndarray | None, str]:
-    """The training split of the run ``model`` was loaded from, and where it came from (or why there is none)."""
-    from .charlm import TOKENS, token_file_problem
-
-    origin = getattr(model, "origin", None)
-    if not origin or origin.get("run") is None:
-        return None, "the model was not loaded from a run folder"
-    run = Path(origin["run"])
-    problem = token_file_problem(run, origin.get("tokens"))
-    if problem:
-        return None, f"{run / TOKENS} {problem}"
-    from ..data.text import open_tokens, split_tokens
-
-    tokens = open_tokens(run / TOKENS, model._require_vocab())
-    val_fraction = (origin.get("data") or {}).get("val_fraction", 0.1)
-    train, _ = split_tokens(tokens, val_fraction)
-    return train, f"{run / TOKENS}"
 
 
 def _given_tokens(model: CharLM, given: np.ndarray | str) -> tuple[np.ndarray, str]:
@@ -339,5 +319,4 @@ class _Bar:
             self.progress.close()
 
 
-__all__ = ["DEFAULTS", "DynamicEval", "dynamic_evaluate", "dynamic_segments", "gradient_statistics",
-           "run_training_tokens"]
+__all__ = ["DEFAULTS", "DynamicEval", "dynamic_evaluate", "dynamic_segments", "gradient_statistics"]
