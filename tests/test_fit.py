@@ -224,6 +224,25 @@ def test_resuming_another_tasks_run_is_refused_before_it_trains(command, tmp_pat
     assert (tmp_path / "ll" / "last.pt").read_bytes() == before  # untouched: not trained a step further
 
 
+@pytest.mark.parametrize("command,option", [(["classify", "train"], ["--pooling", "mean"]),
+                                            (["translate", "train"], ["--hidden", "16"]),
+                                            (["speech", "train"], ["--stride", "4"]),
+                                            (["music", "train"], ["--output", "independent"]),
+                                            (["forecast", "fit"], ["--horizon", "3"]),
+                                            (["longlag"], ["--length", "10"])])
+def test_resume_refuses_a_model_or_data_option_instead_of_ignoring_it(command, option, tmp_path):
+    from rnnkit.tasks.longlag import run
+
+    run("adding", 20, "gru", tmp_path / "ll", hidden=8, max_steps=5, eval_size=50, progress=False)
+    before = (tmp_path / "ll" / "last.pt").read_bytes()
+    assert_one_line_error(rnnkit_cli(*command, "--resume", tmp_path / "ll", *option, "--max-steps", "10"),
+                          f"drop {option[0]} (only the budget and device may change)")
+    if command == ["longlag"]:  # a run of the command's own task: training options go to fit's check
+        assert_one_line_error(rnnkit_cli("longlag", "--resume", tmp_path / "ll", "--lr", "0.5", "--max-steps", "10"),
+                              "--lr 0.5 conflicts with the run's 0.003")
+    assert (tmp_path / "ll" / "last.pt").read_bytes() == before
+
+
 def test_forecast_fit_resumes_and_logs_no_fake_validation(tmp_path):
     from rnnkit import Forecaster
     from rnnkit.data import timeseries as ts

@@ -18,14 +18,13 @@ from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, non_negative_int, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, given
+from .options import TRAIN_OPTIONS, add_config_options, resume_options
 
 ORDER = 40  # place in --help
 
 MODEL_KEYS = ["cell", "level", "embed", "hidden", "layers", "bidirectional", "pooling", "dropout",
               *LAYER_REGULARISATION, "max_vocab",
               "min_count", "max_len", "subword_size", "lower", "vectors", "lm", "batch_size", "val_fraction", "nbsvm"]
-BUDGETS = ("max_time", "max_steps", "epochs", "device", "eval_every", "patience")
 
 
 def _data_options(p: argparse.ArgumentParser, what: str = "examples") -> None:
@@ -84,7 +83,7 @@ def register(sub) -> None:
                     "may change)")
     _data_options(tr)
     _model_options(tr)
-    tr.set_defaults(handler=cmd_train)
+    tr.set_defaults(handler=cmd_train, parser=tr)
 
     ev = csub.add_parser("eval", help="accuracy, macro F1, per-class scores and confusion matrix on labelled data",
                          description="Evaluate a trained classifier; the last line is `accuracy X`.")
@@ -143,7 +142,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         if args.data or args.out or args.val:
             raise RnnkitError("--resume continues a run from its own folder: give no DATA, --val or --out")
-        clf = Classifier.resume(args.resume, progress=None, **given(args, BUDGETS))
+        kept = MODEL_KEYS + ["encoding", "text_column", "label_column", "max_chars"]
+        clf = Classifier.resume(args.resume, progress=None, **resume_options(args, kept))
         out = args.resume
     else:
         if not args.data:

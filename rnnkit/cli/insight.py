@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import RnnkitError
 from ..training.config import TrainConfig
 from . import non_negative_int, output_file, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, given
+from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
 
 INITS = ["default", "orthogonal", "identity", "forget1", "chrono"]
 LONGLAG_TRAIN = TRAIN_OPTIONS
@@ -67,7 +67,7 @@ def register(sub) -> None:
     m.add_argument("--sweep", action="store_true", help="run every cell at every length; write a table and a plot")
     m.add_argument("--out", help="run folder (default runs/longlag/<task>-<cell>-T<length>, "
                    "or runs/longlag-sweep with --sweep)")
-    m.set_defaults(handler=cmd_longlag)
+    m.set_defaults(handler=cmd_longlag, parser=m)
 
     n = sub.add_parser(
         "neurons", help="what single hidden units of a trained character model track",
@@ -111,7 +111,8 @@ def cmd_longlag(args: argparse.Namespace) -> None:
 
         if args.sweep or args.out:
             raise RnnkitError("--resume continues one run in its own folder: no --sweep, no --out")
-        result = resume(args.resume, **given(args, ("max_time", "max_steps", "device")))
+        result = resume(args.resume, **resume_options(args, ("task", "length", "cell", "init", "hidden", "batch_size",
+                                                         "eval_size"), LONGLAG_TRAIN))
         print(f"{result.cell} T={result.length}: {result.steps} steps in {result.train_time:.0f}s, "
               f"{'solved' if result.solved else 'not solved'}")
         print(result.line())

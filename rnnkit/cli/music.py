@@ -10,7 +10,7 @@ from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, given
+from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
 
 ORDER = 70  # place in --help
 
@@ -65,7 +65,7 @@ def register(sub) -> None:
     g.add_argument("--augment", type=semitones, default=0,
                    help="move each training chunk by a random number of semitones up to this, either way (default 0)")
     add_config_options(g, TrainConfig, TRAIN_OPTIONS, defaults={"max_time": 300, "precision": "fp32"})
-    t.set_defaults(handler=cmd_train)
+    t.set_defaults(handler=cmd_train, parser=t)
 
     gen = msub.add_parser("generate", help="sample a piece from a trained run: MIDI, piano-roll PNG, audio",
                           description="Sample frames from a trained run and write them as a MIDI file (held notes "
@@ -98,7 +98,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         if args.out or args.data:
             raise RnnkitError("--resume continues a run from its own folder: give no DATA and no --out")
-        m = MusicModel.resume(args.resume, progress=None, **given(args, ("max_time", "max_steps", "epochs", "device")))
+        m = MusicModel.resume(args.resume, progress=None,
+                              **resume_options(args, MODEL_KEYS + ("steps_per_beat", "frame_rate", "valid_share")))
         _report(m, args.resume)
         return
     if not args.data:

@@ -8,6 +8,7 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
+from ..errors import RnnkitError
 from ..training.config import TrainConfig, _check
 
 # what every training command takes, in --help order
@@ -68,4 +69,19 @@ def given(args: argparse.Namespace, names: tuple[str, ...] = TRAIN_OPTIONS) -> d
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
-__all__ = ["TRAIN_OPTIONS", "add_config_options", "given", "value_type"]
+def resume_options(args: argparse.Namespace, kept: tuple[str, ...] | list[str],
+                   train: tuple[str, ...] = TRAIN_OPTIONS) -> dict[str, Any]:
+    """The training options given with ``--resume``, for :func:`rnnkit.training.fit.resume` to check (it refuses
+    any but the budget and device that differ from the run's); an option among ``kept`` (the model's, the
+    data's) set to anything but its default is refused in one line, as the run keeps its own.
+
+    The command's parser, for its defaults, is ``args.parser`` (``set_defaults(parser=...)``).
+    """
+    for k in kept:
+        if getattr(args, k) != args.parser.get_default(k):
+            raise RnnkitError(f"--resume continues the run with its own model and data: drop --{k.replace('_', '-')} "
+                              "(only the budget and device may change)")
+    return given(args, train)
+
+
+__all__ = ["TRAIN_OPTIONS", "add_config_options", "given", "resume_options", "value_type"]

@@ -11,10 +11,15 @@ from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, given
+from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
 
 ORDER = 60  # place in --help
 
+# what a run keeps from its start: its features, model and data (with --resume, only the budget and device change)
+RESUME_KEEPS = ("format", "split", "speakers", "exclude_speakers", "transcript", "features", "n_mels", "n_mfcc",
+                "deltas", "sample_rate", "trim_db", "spec_augment", "speed_perturb", "vtlp", "pad_silence",
+                "sortagrad", "labels", "cell", "hidden", "layers", "dropout", "weight_drop", "variational_dropout",
+                "stride", "conv_channels", "streaming", "batch_size", "val_fraction")
 DEFAULTS = {"lr": 3e-3, "warmup_steps": 100, "precision": "fp32", "max_time": 600}
 
 
@@ -101,7 +106,7 @@ def register(sub) -> None:
     t.add_argument("--out", help="run folder (required unless --resume)")
     t.add_argument("--resume", metavar="RUN", help="continue an interrupted run in its folder (only the budget and "
                    "device may change)")
-    t.set_defaults(handler=cmd_train)
+    t.set_defaults(handler=cmd_train, parser=t)
 
     tr = ssub.add_parser("transcribe", help="transcribe audio files with a trained run",
                          description="Print each FILE's transcript and the time it took (tab-separated).")
@@ -161,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         if args.out:
             raise RnnkitError("--resume continues a run in its own folder; give --resume RUN or --out DIR, not both")
-        _report(SpeechRecognizer.resume(args.resume, progress=None, **options))
+        _report(SpeechRecognizer.resume(args.resume, progress=None, **resume_options(args, RESUME_KEEPS)))
         return
     if not args.data or not args.out:
         raise RnnkitError("give DATA and --out RUN, the run folder to train in (or --resume RUN)")

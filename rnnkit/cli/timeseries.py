@@ -16,7 +16,7 @@ from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, output_file, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, given
+from .options import TRAIN_OPTIONS, add_config_options, resume_options
 
 # per built-in dataset: the options a user gets unless given (the benchmark's settings)
 PRESETS: dict[str, dict[str, Any]] = {
@@ -82,7 +82,7 @@ def register(sub) -> None:
     fit.add_argument("--out", help="run folder (default runs/forecast-<name>)")
     fit.add_argument("--resume", metavar="RUN", help="continue an interrupted fit in its run folder (only the budget "
                      "and device may change)")
-    fit.set_defaults(handler=cmd_fit)
+    fit.set_defaults(handler=cmd_fit, parser=fit)
 
     pr = fsub.add_parser("predict", help="forecast the steps after the data with a fitted run",
                          description="Forecast with a fitted run: from the end of its training data, or of --data.")
@@ -136,6 +136,8 @@ def register(sub) -> None:
 MODEL_KEYS = ["input_len", "mode", "cell", "hidden", "layers", "dropout", *LAYER_REGULARISATION, "likelihood",
               "interval", "log", "calendar", "val_size", "batch_size"]
 TRAIN_KEYS = list(TRAIN_OPTIONS)
+DATA_KEYS = ["dataset", "target", "time_col", "series_id", "freq", "fill", "past_covariates", "future_covariates",
+             "horizon"]
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, Any], str]:
@@ -189,7 +191,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
         if args.out or args.data:
             raise RnnkitError("--resume continues a run from its own folder: give no data file and no --out")
-        f = Forecaster.resume(args.resume, progress=None, **given(args, ("max_time", "max_steps", "epochs", "device")))
+        f = Forecaster.resume(args.resume, progress=None, **resume_options(args, MODEL_KEYS + DATA_KEYS))
         print(f"run folder: {args.resume}  steps {f.result.steps}  train time {f.result.train_time:.0f}s")
         print(f"forecast: rnnkit forecast predict {args.resume}")
         return

@@ -10,7 +10,7 @@ from ..errors import RnnkitError
 from ..nn.cells import cell_names
 from ..training.config import TrainConfig
 from . import _number, fraction, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, given
+from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
 
 ORDER = 50  # place in --help
 
@@ -71,7 +71,7 @@ def register(sub) -> None:
     g.add_argument("--tgt-column", help="target column of a TSV/JSONL/Parquet file (default tgt, else the second)")
     add_config_options(t.add_argument_group("training"), TrainConfig, TRAIN_OPTIONS,
                        defaults={"max_time": "600 if no budget is given", "warmup_steps": 200})
-    t.set_defaults(handler=cmd_train)
+    t.set_defaults(handler=cmd_train, parser=t)
 
     p = tsub.add_parser("predict", help="translate sentences with a trained run",
                         description="Translate the sentences given, or standard input one sentence a line "
@@ -113,10 +113,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         if args.out or args.src or args.tgt or args.val_src or args.val_tgt:
             raise RnnkitError("--resume continues a run from its own folder: give no data files and no --out")
-        changed = [k for k in MODEL_KEYS + DATA_KEYS + ("src_column", "tgt_column") if getattr(args, k) is not None]
-        if changed:
-            raise RnnkitError(f"--resume keeps the run's model and data: drop --{changed[0].replace('_', '-')}")
-        t = Translator.resume(args.resume, progress=None, **given(args))  # fit's resume refuses changed training
+        t = Translator.resume(args.resume, progress=None,
+                              **resume_options(args, MODEL_KEYS + DATA_KEYS + ("src_column", "tgt_column")))
         _report(args.resume, t)
         return
     if not args.src:
