@@ -228,3 +228,42 @@ def test_a_task_that_cannot_resume_says_so_when_interrupted(tmp_path):
     task = Inner(ForecastNet(NetConfig(input_len=8, horizon=1, hidden=4, likelihood="mse")), w, None, 8, seed=0)
     with pytest.raises(TrainingStopped, match="this task trains afresh each time: run it again"):
         fit(task, TrainConfig(max_steps=5, precision="fp32"), tmp_path / "inner", progress=False)
+
+
+def test_a_failed_start_leaves_nothing_behind(small_corpus, tmp_path):
+    """An error after the run folder was readied (here: a batch larger than the text) removes what the
+    command wrote: the folder it made, or its own files in a folder that was there (empty) before."""
+    made = tmp_path / "made"
+    assert_one_line_error(rnnkit_cli("train", small_corpus, *TINY, "--batch-size", "100000", "--out", made),
+                          "text too short")
+    assert not made.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(rnnkit_cli("train", small_corpus, *TINY, "--batch-size", "100000", "--out", empty),
+                          "text too short")
+    assert list(empty.iterdir()) == []
+
+
+def test_a_start_of_another_commands_run_is_refused(small_corpus, tmp_path):
+    """A folder a start died in (kill -9 before the first checkpoint: only its marker and data) may be started
+    again by the same command, not taken over by another task's."""
+    from rnnkit.training.fit import prepare_run_folder, unlock_run_folder
+
+    dead = prepare_run_folder(tmp_path / "dead", "rnnkit train --resume")
+    (dead / "tokens.bin").write_bytes(b"\0" * 64)
+    unlock_run_folder(dead)
+    assert_one_line_error(rnnkit_cli("longlag", "--out", dead, "--max-steps", "1"),
+                          "holds the start of another command's run (rnnkit train)")
+    assert (dead / "tokens.bin").read_bytes() == b"\0" * 64
+    assert rnnkit_cli("train", small_corpus, *TINY, *STEPS, "--out", dead).returncode == 0
+
+
+def test_a_run_that_diverges_fails_and_keeps_no_non_finite_checkpoint(small_corpus, tmp_path):
+    """A learning rate that overflows the weights at once: the validation loss is NaN; the command fails and
+    leaves no run (it had no good checkpoint), rather than a NaN best.pt and a success."""
+    run = tmp_path / "nan"
+    proc = rnnkit_cli("train", small_corpus, *TINY, "--max-steps", "5", "--lr", "1e30", "--out", run)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "stopped: the validation val_loss is not finite; none was saved" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("rnnkit: error: training stopped: the loss, gradients")
+    assert not run.exists()

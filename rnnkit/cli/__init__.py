@@ -91,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _run(argv)
+    if code:  # a failed start leaves no half-made run folder (one with a checkpoint is a run, and is kept)
+        from ..training.fit import abandon_failed_starts
+
+        abandon_failed_starts()
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.handler(args)

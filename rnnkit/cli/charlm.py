@@ -112,9 +112,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     run_dir = args.resume or out
     print(f"run folder: {run_dir}  steps {result.steps}  train time {result.train_time:.0f}s  "
           f"{result.items_per_second:,.0f} chars/s")
-    if result.stop_reason == "nonfinite":
-        raise RnnkitError("training stopped: the loss or gradients became non-finite; "
-                          "try a lower --lr or --grad-clip")
     if args.sample_length > 0:
         print("--- sample ---")
         sample_to_stdout(model, length=args.sample_length, seed=0, temperature=0.8)

@@ -541,8 +541,6 @@ class Classifier:
         if self.nbsvm_ngram:
             self._fit_nbsvm(data, val)
         self.result = fit(task, tc, self.run_dir, progress=self.progress, new_folder=False)
-        if self.result.stop_reason == "nonfinite":
-            raise RnnkitError("training stopped: the loss became non-finite; try a lower --lr")
         self.net.eval()
         if self.nbsvm_ngram:
             self._calibrate_ensemble(save=True)

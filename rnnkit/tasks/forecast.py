@@ -486,8 +486,6 @@ class Forecaster:
             self.run_dir = prepare_run_folder(self.out, "rnnkit forecast fit --resume")
         task.save_windows(self.run_dir)
         self.result = fit(task, tc, self.run_dir, progress=self.progress, new_folder=False)
-        if self.result.stop_reason == "nonfinite":
-            raise RnnkitError("training stopped: the loss became non-finite; try a lower --lr")
         net.eval()
         return self
 

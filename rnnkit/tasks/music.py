@@ -452,8 +452,6 @@ class MusicModel:
         return model
 
     def _take(self, task: MusicTask) -> MusicModel:
-        if self.result is not None and self.result.stop_reason == "nonfinite":
-            raise RnnkitError("training stopped: the loss became non-finite; try a lower --lr")
         self.net, self.grid, self._pieces = task.model, task.grid, task.pieces
         self.net.eval()
         return self

@@ -764,8 +764,6 @@ class SpeechRecognizer:
             self.run_dir = prepare_run_folder(self.out, f"{SpeechTask.command} --resume")
         task.save_data(self.run_dir)
         self.result = fit(task, self.train_config, self.run_dir, progress=self.progress, new_folder=False)
-        if self.result.stop_reason == "nonfinite":
-            raise RnnkitError("training stopped: the loss became non-finite; try a lower --lr")
         self.model = model.cpu().eval()  # recognising runs on the CPU, one file at a time
         return self
 

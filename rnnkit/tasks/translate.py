@@ -517,8 +517,6 @@ class Translator:
         task = TranslateTask(Seq2Seq(cfg), tokenizer, train_ids, val_ids, self.task_options)
         self.model, self.tokenizer = task.model, tokenizer
         self.result = fit(task, self.train_config, self.run_dir, progress=self.progress, new_folder=False)
-        if self.result.stop_reason == "nonfinite":
-            raise RnnkitError("training stopped: the loss became non-finite; try a lower --lr")
         self.model.eval()
         return self
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ RUN_FILES = (CONFIG, "last.pt", "best.pt", "metrics.jsonl", "loss.png")
 
 LOCK = ".lock"
 _held: dict[Path, int] = {}  # run folders this process holds the lock of, and their lock files' descriptors
+_readied: dict[Path, set[str] | None] = {}  # folders readied for a new run here: the names they held (None: made here)
 
 
 def is_run(folder: Path) -> bool:
@@ -45,13 +47,18 @@ def is_run(folder: Path) -> bool:
     return (folder / "last.pt").is_file()
 
 
-def _ours(folder: Path) -> bool:
-    """Whether ``folder``'s ``config.json`` was written by rnnkit."""
+def _config(folder: Path) -> dict[str, Any] | None:
+    """``folder``'s ``config.json`` if rnnkit wrote it, else None."""
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and "rnnkit" in config
+        return None
+    return config if isinstance(config, dict) and "rnnkit" in config else None
+
+
+def _ours(folder: Path) -> bool:
+    """Whether ``folder``'s ``config.json`` was written by rnnkit."""
+    return _config(folder) is not None
 
 
 def lock_run_folder(folder: Path) -> None:
@@ -110,7 +117,12 @@ def prepare_run_folder(out: str | Path, hint: str = "--resume") -> Path:
                                                                            p.name.endswith(".tmp"))]
         if leftover and not _ours(out):
             raise RnnkitError(f"{out} is not empty and is not an rnnkit run folder; pick an empty or new --out")
+        started_by = (_config(out) or {}).get("started_by", hint)
+        if leftover and started_by != hint:
+            raise RnnkitError(f"{out} holds the start of another command's run ({started_by.split(' --')[0]}); "
+                              "pick another --out")
     if distributed.rank() == 0:
+        _readied.setdefault(out.resolve(), {p.name for p in out.iterdir()} if out.is_dir() else None)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -120,9 +132,25 @@ def prepare_run_folder(out: str | Path, hint: str = "--resume") -> Path:
             for name in ("metrics.jsonl", "loss.png"):
                 (out / name).unlink(missing_ok=True)
         else:  # mark the folder as a run at once, so a start that dies before fit() can be started again
-            write_json(out / CONFIG, {"rnnkit": __version__})
+            write_json(out / CONFIG, {"rnnkit": __version__, "started_by": hint})
     distributed.barrier()
     return out
+
+
+def abandon_failed_starts() -> None:
+    """Remove what this process wrote into folders it readied for new runs that never saved a checkpoint (the
+    folder itself where it made it), so that a command that failed leaves nothing half-made behind."""
+    for folder, before in list(_readied.items()):
+        del _readied[folder]
+        if is_run(folder) or not folder.is_dir():
+            continue
+        unlock_run_folder(folder)
+        if before is None:
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        for path in folder.iterdir():
+            if path.name not in before:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def fit(task: Task, config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
@@ -132,6 +160,7 @@ def fit(task: Task, config: TrainConfig, out: str | Path, *, resume: bool = Fals
     ``resume`` continues the run in ``out`` from ``last.pt`` (use :func:`resume` to rebuild the task
     from the folder). Ctrl-C or SIGTERM saves ``last.pt`` and raises
     :class:`rnnkit.errors.TrainingStopped`, whose message names the command that continues the run.
+    A run whose loss, gradients or validation metric stay non-finite raises :class:`RnnkitError`.
     ``new_folder=False`` is for tasks that prepared ``out`` themselves before building their data
     (the character model writes its token file there first).
     """
@@ -170,7 +199,10 @@ def _fit_locked(task: Task, config: TrainConfig, out: Path, resume: bool, progre
                "this task trains afresh each time: run it again")
         raise TrainingStopped(f"{result.stop_reason} at step {result.steps}: saved {out / 'last.pt'}; {how}",
                               result.stop_reason)
-    if task.select_best and (out / "best.pt").exists() and result.stop_reason != "nonfinite":
+    if result.stop_reason == "nonfinite":  # the trainer said why and which checkpoint is the last good one
+        raise RnnkitError("training stopped: the loss, gradients or validation metric became non-finite; "
+                          "try a lower --lr or --grad-clip")
+    if task.select_best and (out / "best.pt").exists():
         best = load_checkpoint(out / "best.pt")
         task.model.load_state_dict(best["model"])
     return result
@@ -221,4 +253,5 @@ def resume(run: str | Path, progress: bool | None = None, expect: type[Task] | N
     return task, fit(task, config, run, resume=True, progress=progress)
 
 
-__all__ = ["fit", "is_run", "lock_run_folder", "prepare_run_folder", "resume", "unlock_run_folder"]
+__all__ = ["abandon_failed_starts", "fit", "is_run", "lock_run_folder", "prepare_run_folder", "resume",
+           "unlock_run_folder"]

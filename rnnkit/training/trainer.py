@@ -99,6 +99,7 @@ class Trainer:
         self.step = 0
         self.bad_steps = 0
         self.skipped_steps = 0
+        self.diverged = False          # an evaluation gave a non-finite metric: the weights are lost
         self.clipped_steps = 0
         self.best: float | None = None  # best value of task.metric so far
         self.evals_since_best = 0
@@ -285,18 +286,25 @@ class Trainer:
                     window = self._new_window()
                 if eval_due:
                     last_eval = self._evaluate(log, bar, fraction)
+                    if self.diverged:
+                        stop_reason = "nonfinite"
+                        break
                     if c.patience and self.evals_since_best >= c.patience:
                         stop_reason = "patience"
                         bar.message(f"stopped early: {self.task.metric} has not improved in {c.patience} evaluations")
                         break
             self.clock.pause()
+            if (self.step > first_step and stop_reason == "budget" and self._fraction_at_last_eval < 1.0
+                    and self._step_at_last_eval != self.step):
+                last_eval = self._evaluate(log, bar, 1.0)
+                stop_reason = "nonfinite" if self.diverged else stop_reason
             if stop_reason == "nonfinite":
-                bar.message(f"stopped: {self.bad_steps} non-finite steps in a row; "
-                            f"the last good checkpoint is {self.run_dir / 'last.pt'}")
+                why = (f"the validation {self.task.metric} is not finite" if self.diverged else
+                       f"{self.bad_steps} non-finite steps in a row")
+                kept = self.run_dir / "last.pt"
+                bar.message(f"stopped: {why}; " + (f"the last good checkpoint is {kept}" if kept.is_file() else
+                                                   "none was saved"))
             else:
-                if (self.step > first_step and stop_reason == "budget" and self._fraction_at_last_eval < 1.0
-                        and self._step_at_last_eval != self.step):
-                    last_eval = self._evaluate(log, bar, 1.0)
                 self.save("last")
         finally:
             self.clock.pause()
@@ -368,6 +376,11 @@ class Trainer:
         self._fraction_at_last_eval, self._step_at_last_eval = fraction, self.step
         if self.is_main and self.task.metric not in metrics:
             raise RnnkitError(f"the task's evaluation gave {', '.join(metrics)}, not its metric {self.task.metric}")
+        (diverged,) = distributed.all_max(float(self.is_main and not math.isfinite(metrics[self.task.metric])))
+        if diverged:  # weights that give a non-finite metric are never saved: the last good checkpoint stays
+            self.diverged = True
+            self.clock.start()
+            return metrics
         better = self.is_main and self.task.better(metrics[self.task.metric], self.best)
         (improved,) = distributed.all_max(float(better))
         if improved:
