@@ -158,6 +158,11 @@ def test_full_disk_keeps_the_last_good_checkpoint_and_stops_in_one_line(finished
 @pytest.mark.parametrize("args,message", [
     (["detect", "{data}", "--output", "{dir}"], "is a folder"),
     (["detect", "{data}", "--plot", "{file}/x.png"], "is a file, not a folder"),
+    (["detect", "{data}", "--plot", "{dir}/p.txt"], "must be a .png file, got"),
+    (["forecast", "backtest", "--plot", "{dir}/p.jpg"], "must be a .png file, got"),
+    (["translate", "predict", "{run}", "Ein Hund.", "--attention", "{dir}/a.txt"], "must be a .png file, got"),
+    (["gradflow", "--out", "{dir}/g.txt"], "must be a .png file, got"),
+    (["detect", "{data}", "--grad-clip", "-1"], "argument --grad-clip"),
     (["forecast", "predict", "{run}", "--output", "{dir}"], "is a folder"),
     (["train", "{data}", "--out", "{file}"], "is a file, not a folder"),
     (["train", "{data}", "--out", "{file}/sub"], "is a file, not a folder"),

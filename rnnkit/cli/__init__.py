@@ -73,6 +73,13 @@ def output_file(text: str) -> str:
     return text
 
 
+def png_file(text: str) -> str:
+    """An image to write: a ``.png`` file name (checked as :func:`output_file`)."""
+    if not text.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"must be a .png file, got {text}")
+    return output_file(text)
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other rnnkit error
         self.exit(2, f"{self.prog}: error: {message}\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import RnnkitError
 from ..training.config import TrainConfig
-from . import non_negative_int, output_file, positive_float, positive_int
+from . import non_negative_int, png_file, positive_float, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
 
 INITS = ["default", "orthogonal", "identity", "forget1", "chrono"]
@@ -41,7 +41,7 @@ def register(sub) -> None:
     g.add_argument("--burn-in", type=non_negative_int, default=100,
                    help="characters run before each window to reach a realistic state (default 100)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", type=output_file, default="gradflow.png", help="plot file (default gradflow.png)")
+    g.add_argument("--out", type=png_file, default="gradflow.png", help="plot file (default gradflow.png)")
     g.set_defaults(handler=cmd_gradflow)
 
     m = sub.add_parser(
@@ -92,8 +92,6 @@ def cmd_gradflow(args: argparse.Namespace) -> None:
     from ..inspect.gradflow import format_table, gradflow, plot_gradflow
 
     out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise RnnkitError(f"--out must be a .png file, got {out}")
     configs = args.cell if args.cell is not None else ([] if args.runs else ["rnn", "lstm", "gru"])
     results = gradflow(configs, args.runs, corpus=args.corpus, hidden=args.hidden, layers=args.layers,
                        init=args.init, init_scale=args.init_scale, length=args.length, windows=args.windows,

@@ -9,7 +9,7 @@ from ..errors import RnnkitError
 from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
-from . import fraction, positive_float, positive_int
+from . import fraction, png_file, positive_float, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
 
 ORDER = 70  # place in --help
@@ -73,7 +73,7 @@ def register(sub) -> None:
     gen.add_argument("run", metavar="RUN", help="run folder from `rnnkit music train`")
     gen.add_argument("--out", required=True, help="MIDI file to write (.mid)")
     gen.add_argument("--wav", help="also render audio to this WAV file (FluidSynth if present, else built-in synth)")
-    gen.add_argument("--png", help="piano-roll image (default: the MIDI path with .png)")
+    gen.add_argument("--png", type=png_file, help="piano-roll image (default: the MIDI path with .png)")
     gen.add_argument("--length", type=positive_int, default=64, help="frames to generate (default 64)")
     gen.add_argument("--temperature", type=positive_float, default=1.0,
                      help="divide every key's logit by this: below 1 safer, above 1 wilder (default 1)")
@@ -128,8 +128,6 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if args.wav and Path(args.wav).suffix.lower() != ".wav":
         raise RnnkitError(f"--wav must be a .wav file, got {args.wav}")
     png = Path(args.png) if args.png else out.with_suffix(".png")
-    if png.suffix.lower() != ".png":
-        raise RnnkitError(f"--png must be a .png file, got {png}")
     m = MusicModel.load(args.run)
     piece = m.generate(args.length, args.temperature, prime=args.prime, seed=args.seed)
     piece.write_midi(out)

@@ -15,8 +15,8 @@ from ..errors import RnnkitError
 from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
-from . import fraction, output_file, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, resume_options
+from . import fraction, output_file, png_file, positive_float, positive_int
+from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
 
 # per built-in dataset: the options a user gets unless given (the benchmark's settings)
 PRESETS: dict[str, dict[str, Any]] = {
@@ -104,7 +104,7 @@ def register(sub) -> None:
                     help="score only the horizon-th step of each forecast (Darts' default)")
     bt.add_argument("--season-length", type=positive_int, help="seasonal period for the baselines and MASE")
     bt.add_argument("--output", type=output_file, help="write every forecast (model and baselines) to this CSV")
-    bt.add_argument("--plot", type=output_file, help="save a plot of history, forecasts and intervals (PNG)")
+    bt.add_argument("--plot", type=png_file, help="save a plot of history, forecasts and intervals (PNG)")
     bt.add_argument("--out", help="run folder for the fitted model (default: a temporary one)")
     bt.set_defaults(handler=cmd_backtest)
 
@@ -126,10 +126,9 @@ def register(sub) -> None:
     d.add_argument("--z", type=positive_float, help="fixed threshold in standard deviations (default: dynamic)")
     d.add_argument("--output", type=output_file,
                    help="write time, value, score, anomaly per row to this CSV (default: stdout)")
-    d.add_argument("--plot", type=output_file, help="save a plot of the series, scores and flags (PNG)")
-    d.add_argument("--max-time", type=positive_float, help="seconds of training (default 30)")
-    d.add_argument("--max-steps", type=positive_int, help="optimizer steps (default 300)")
-    d.add_argument("--seed", type=int, help="random seed (default 1337)")
+    d.add_argument("--plot", type=png_file, help="save a plot of the series, scores and flags (PNG)")
+    add_config_options(d.add_argument_group("training"), TrainConfig, TRAIN_OPTIONS,
+                       defaults={"max_time": "30 s or 300 steps", "lr": 3e-3, "warmup_steps": 20, "precision": "fp32"})
     d.set_defaults(handler=cmd_detect)
 
 
@@ -254,8 +253,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
     df = pd.DataFrame({series.time_col: series.index[0], series.target_cols[0]: series.target[0][:, 0]})
     n_train = int(len(df) * args.train_fraction)
-    det = Detector(method=args.method, window=args.window, hidden=args.hidden, z=args.z, max_time=args.max_time,
-                   max_steps=args.max_steps, seed=args.seed)
+    det = Detector(method=args.method, window=args.window, hidden=args.hidden, z=args.z, **given(args))
     if n_train < args.window + 2:
         raise RnnkitError(f"--train-fraction {args.train_fraction} gives {n_train} rows, fewer than --window "
                           f"({args.window}) + 2; use a larger fraction or a smaller window")

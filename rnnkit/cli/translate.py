@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import RnnkitError
 from ..nn.cells import cell_names
 from ..training.config import TrainConfig
-from . import _number, fraction, positive_float, positive_int
+from . import _number, fraction, png_file, positive_float, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
 
 ORDER = 50  # place in --help
@@ -83,7 +83,7 @@ def register(sub) -> None:
                    help="print the N best translations of each sentence as `index<TAB>score<TAB>text` (N <= --beam)")
     p.add_argument("--input", help="translate this file (one sentence a line, gzip accepted) instead")
     p.add_argument("--output", help="write the translations here (written whole at the end) instead of stdout")
-    p.add_argument("--attention", metavar="PNG", help="draw the source-target alignment of one sentence")
+    p.add_argument("--attention", metavar="PNG", type=png_file, help="draw the source-target alignment of one sentence")
     p.set_defaults(handler=cmd_predict)
 
     e = tsub.add_parser("eval", help="sacreBLEU and chrF of a trained run on a test set",
