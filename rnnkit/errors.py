@@ -7,6 +7,16 @@ class RnnkitError(Exception):
     exit_code = 1
 
 
+def cause(error: BaseException, limit: int = 120) -> str:
+    """An exception's message squeezed onto one line and cut at a word (its type's name when it has none), for
+    an RnnkitError that names its cause."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3].rsplit(" ", 1)[0]
+    return cut + "..."
+
+
 class TrainingStopped(RnnkitError):
     """Training was stopped by a signal (Ctrl-C: exit 130, SIGTERM: exit 143) after saving ``last.pt``.
 

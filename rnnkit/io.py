@@ -50,11 +50,10 @@ def load_tensors(path: str | os.PathLike, what: str) -> tuple[dict[str, Any], di
     """The tensors and metadata :func:`save_tensors` wrote; a one-line error naming ``what`` if unreadable."""
     from safetensors import SafetensorError, safe_open
 
-    from .errors import RnnkitError
+    from .errors import RnnkitError, cause
 
     try:
         with safe_open(str(path), "pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
     except (OSError, SafetensorError) as e:
-        raise RnnkitError(f"cannot read {path}, {what}: {str(e).splitlines()[0][:100] if str(e) else 'damaged'}"
-                          ) from None
+        raise RnnkitError(f"cannot read {path}, {what}: {cause(e, 100)}") from None

@@ -104,6 +104,8 @@ def test_missing_checkpoint(tmp_path):
 def test_corrupt_checkpoint(tmp_path):
     (tmp_path / "c.pt").write_bytes(os.urandom(2000))
     assert_one_line_error(rnnkit_cli("sample", tmp_path / "c.pt"), "not a readable checkpoint")
+    assert_one_line_error(rnnkit_cli("sample", tmp_path / "c.pt", "--length", "-1"), "must be non-negative")
+    assert_one_line_error(rnnkit_cli("train", "--sample-length", "-1"), "must be non-negative")
 
 
 def test_truncated_checkpoint(run_dir, tmp_path):
@@ -150,3 +152,20 @@ def test_options_are_checked_before_the_speed_measurement(small_corpus, tmp_path
     assert_one_line_error(rnnkit_cli("train", small_corpus, "--device", "cuda", "--out", tmp_path / "a"), "cuda")
     assert_one_line_error(rnnkit_cli("train", small_corpus, "--batch-size", "100000", "--out", tmp_path / "b"),
                           "--batch-size")
+
+
+def test_an_error_names_its_cause_on_one_line_cut_at_a_word():
+    from rnnkit.errors import cause
+
+    assert cause(EOFError()) == "EOFError"
+    assert cause(ValueError("bad\n  header")) == "bad header"
+    long = cause(ValueError("word " * 40), 50)
+    assert len(long) <= 50 and long.endswith("word...")
+
+
+def test_music_takes_val_fraction_as_the_other_commands_do():
+    from rnnkit.cli import build_parser
+
+    for flag in ("--val-fraction", "--valid-share"):  # the name every command shares, and music's first one
+        args = build_parser().parse_args(["music", "train", "x.mid", flag, "0.2"])
+        assert args.valid_share == 0.2

@@ -9,7 +9,7 @@ from ..errors import RnnkitError
 from ..nn.cells import cell_names
 from ..nn.regularisation import AWD_OPTIONS, AWDRegularisation
 from ..training.config import TrainConfig
-from . import fraction, non_negative_float, positive_float, positive_int, unit_interval
+from . import fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
 from .options import TRAIN_OPTIONS, add_config_options
 
 ORDER = 10  # place in --help
@@ -47,11 +47,12 @@ def register(sub) -> None:
                                  "min_lr_ratio": 0, "ema": "by width: off, or 0.998 from 512 units",
                                  "max_time": "120 if no budget is given"})
     g = t.add_argument_group("output")
-    g.add_argument("--sample-length", type=int, default=300, help="characters to sample at the end (0: none)")
+    g.add_argument("--sample-length", type=non_negative_int, default=300,
+                   help="characters to sample at the end (0: none)")
 
     s = sub.add_parser("sample", help="generate text from a trained run")
     s.add_argument("run", help="run folder or checkpoint file")
-    s.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
+    s.add_argument("--length", type=non_negative_int, default=500, help="characters to generate (default 500)")
     s.add_argument("--prime", default="", help="text to start from")
     s.add_argument("--temperature", type=positive_float, default=1.0)
     s.add_argument("--top-k", type=positive_int)

@@ -48,8 +48,8 @@ def register(sub) -> None:
                    help="MIDI grid: frames per quarter note (default 4, 16th notes; 12 for triplets)")
     g.add_argument("--frame-rate", type=positive_float,
                    help="MIDI grid in real time instead: frames per second (follows tempo changes)")
-    g.add_argument("--valid-share", type=fraction, default=0.1,
-                   help="share of MIDI pieces held out for validation (default 0.1)")
+    g.add_argument("--val-fraction", "--valid-share", dest="valid_share", type=fraction, default=0.1,
+                   help="share of MIDI pieces held out for validation, as in the other commands (default 0.1)")
     g = t.add_argument_group("model")
     g.add_argument("--output", choices=["independent", "nade"], default="nade",
                    help="independent Bernoulli per key, or RNN-NADE over the keys of a frame (default nade)")

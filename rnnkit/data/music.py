@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import RnnkitError
+from ..errors import RnnkitError, cause
 from ..io import atomic_write
 
 LOWEST_PITCH = 21  # A0, the piano's lowest key
@@ -59,12 +59,6 @@ NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 def note_name(pitch: int) -> str:
     """Scientific pitch name of a MIDI pitch: 60 is ``C4``, 21 is ``A0``, 108 is ``C8``."""
     return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
-
-
-def _one_line(text: object, limit: int = 160) -> str:
-    """An exception's message squeezed onto one line, for an RnnkitError that names its cause."""
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def _as_roll(x: Any, what: str = "roll") -> np.ndarray:
@@ -104,7 +98,7 @@ def load_mat(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     except NotImplementedError:  # scipy's answer to MATLAB v7.3 (HDF5) files
         raise RnnkitError(f"{path} is a MATLAB v7.3 file; save it with -v7 or earlier") from None
     except Exception as e:  # scipy raises several types for files that are not .mat at all
-        raise RnnkitError(f"{path} is not a readable .mat file ({_one_line(e, 100)})") from None
+        raise RnnkitError(f"{path} is not a readable .mat file ({cause(e, 100)})") from None
     missing = [key for key in _MAT_KEYS.values() if key not in mat]
     if missing:
         found = ", ".join(k for k in mat if not k.startswith("__")) or "none"
@@ -194,7 +188,8 @@ def _parse_midi(path: Path):
     try:
         mid = mido.MidiFile(filename=str(path))
     except Exception as e:  # mido raises OSError, EOFError, ValueError, KeyError... for damaged files
-        raise RnnkitError(f"{path} is not a readable MIDI file ({_one_line(e, 100)})") from None
+        why = "it ends early" if isinstance(e, EOFError) else cause(e, 100)
+        raise RnnkitError(f"{path} is not a readable MIDI file ({why})") from None
     if mid.type == 2:
         raise RnnkitError(f"{path} is a type 2 MIDI file (independent sequences); only types 0 and 1 are read")
     tpb = mid.ticks_per_beat
@@ -501,7 +496,7 @@ def _render(roll: Any, onsets: Any | None, frame_seconds: float, sample_rate: in
             audio = _fluidsynth(notes, frame_seconds, sample_rate, sf2)
         except Exception as e:  # a soundfont it cannot load, a synth that fails to start
             if synth == "fluidsynth":
-                raise RnnkitError(f"FluidSynth failed with soundfont {sf2} ({_one_line(e, 100)})") from None
+                raise RnnkitError(f"FluidSynth failed with soundfont {sf2} ({cause(e, 100)})") from None
             engine = "builtin"  # "auto" promised audio, and the built-in synth always delivers
     if audio is None:
         audio = _builtin_synth(notes, len(r), frame_seconds, sample_rate)

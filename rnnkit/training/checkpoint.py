@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import RnnkitError
+from ..errors import RnnkitError, cause
 from ..io import atomic_write
 
 FORMAT = "rnnkit-checkpoint-1"
@@ -45,7 +45,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                           "run code, and rnnkit loads weights only") from None
     except Exception as e:  # noqa: BLE001 - damaged bytes fail inside the unpickler in many ways
         raise RnnkitError(f"{path} is not a readable checkpoint (corrupt or truncated): "
-                          f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from None
+                          f"{cause(e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RnnkitError(f"{path} is not an rnnkit checkpoint")
     return state
