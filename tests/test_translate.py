@@ -249,7 +249,8 @@ def test_more_bad_input_one_line_errors(trained, toy, tmp_path, capsys):
         assert "--beam" in _main_error(capsys, "translate", "predict", run, "der hund", "--beam", beam)
     assert "--n-best" in _main_error(capsys, "translate", "predict", run, "hund", "--beam", "2", "--n-best", "3")
     assert "no run folder" in _main_error(capsys, "translate", "predict", tmp_path / "nothing", "hund")
-    assert "one sentence" in _main_error(capsys, "translate", "predict", run, "a", "b", "--attention", out)
+    assert "one sentence" in _main_error(capsys, "translate", "predict", run, "a", "b", "--attention",
+                                         tmp_path / "a.png")
     assert "--hidden" in _main_error(capsys, "translate", "train", "--resume", run, "--hidden", "64")
     assert "--lr" in _main_error(capsys, "translate", "train", "--resume", run, "--lr", "0.5", "--max-steps", "400")
     # a second training into an existing run is refused, and the run is left as it was
