@@ -17,6 +17,14 @@ def cause(error: BaseException, limit: int = 120) -> str:
     return cut + "..."
 
 
+class TrainingDiverged(RnnkitError):
+    """The loss, gradients or validation metrics stayed non-finite; ``result`` is the run's ``TrainResult``."""
+
+    def __init__(self, message: str, result: object) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class TrainingStopped(RnnkitError):
     """Training was stopped by a signal (Ctrl-C: exit 130, SIGTERM: exit 143) after saving ``last.pt``.
 

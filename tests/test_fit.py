@@ -240,6 +240,8 @@ def test_resume_refuses_a_model_or_data_option_instead_of_ignoring_it(command, o
     if command == ["longlag"]:  # a run of the command's own task: training options go to fit's check
         assert_one_line_error(rnnkit_cli("longlag", "--resume", tmp_path / "ll", "--lr", "0.5", "--max-steps", "10"),
                               "--lr 0.5 conflicts with the run's 0.003")
+        # the command's default (64 units), not the run's 8: given, so refused as well
+        assert_one_line_error(rnnkit_cli("longlag", "--resume", tmp_path / "ll", "--hidden", "64"), "drop --hidden")
     assert (tmp_path / "ll" / "last.pt").read_bytes() == before
 
 

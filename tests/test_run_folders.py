@@ -249,7 +249,7 @@ def test_a_failed_start_leaves_nothing_behind(small_corpus, tmp_path):
     assert list(empty.iterdir()) == []
 
 
-def test_a_start_of_another_commands_run_is_refused(small_corpus, tmp_path):
+def test_a_start_of_another_commands_run_is_refused(small_corpus, tmp_path, finished):
     """A folder a start died in (kill -9 before the first checkpoint: only its marker and data) may be started
     again by the same command, not taken over by another task's."""
     from rnnkit.training.fit import prepare_run_folder, unlock_run_folder
@@ -261,6 +261,11 @@ def test_a_start_of_another_commands_run_is_refused(small_corpus, tmp_path):
                           "holds the start of another command's run (rnnkit train)")
     assert (dead / "tokens.bin").read_bytes() == b"\0" * 64
     assert rnnkit_cli("train", small_corpus, *TINY, *STEPS, "--out", dead).returncode == 0
+    killed = copy_run(finished, tmp_path / "killed")  # killed in training, before its first checkpoint
+    for name in ("last.pt", "best.pt"):
+        (killed / name).unlink()
+    assert_one_line_error(rnnkit_cli("longlag", "--out", killed, "--max-steps", "1"),
+                          "holds the start of another command's run (rnnkit train)")
 
 
 def test_a_run_that_diverges_fails_and_keeps_no_non_finite_checkpoint(small_corpus, tmp_path):
@@ -269,6 +274,27 @@ def test_a_run_that_diverges_fails_and_keeps_no_non_finite_checkpoint(small_corp
     run = tmp_path / "nan"
     proc = rnnkit_cli("train", small_corpus, *TINY, "--max-steps", "5", "--lr", "1e30", "--out", run)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "stopped: the validation val_loss is not finite; none was saved" in proc.stderr
+    assert "stopped: the validation metrics are not finite; none was saved" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("rnnkit: error: training stopped: the loss, gradients")
     assert not run.exists()
+
+
+def test_a_failing_command_leaves_folders_readied_before_it_alone(tmp_path):
+    """Only what the failing command itself readied is removed: not a folder the Python API readied earlier
+    in the same process (no checkpoint yet, the user's notes in it)."""
+    from rnnkit.cli import main
+    from rnnkit.training.fit import prepare_run_folder, unlock_run_folder
+
+    earlier = prepare_run_folder(tmp_path / "api_run", "rnnkit train --resume")
+    (earlier / "notes.txt").write_text("mine")
+    unlock_run_folder(earlier)
+    assert main(["sample", str(tmp_path / "absent")]) == 1
+    assert (earlier / "notes.txt").read_text() == "mine"
+
+
+def test_a_diverging_cell_is_a_row_of_the_longlag_sweep_not_an_error(tmp_path):
+    from rnnkit.tasks.longlag import sweep
+
+    (r,) = sweep("adding", ["rnn"], [10], tmp_path / "sweep", hidden=8, lr=1e30, max_steps=4, eval_size=20)
+    assert r.stop_reason == "nonfinite" and not r.solved
+    assert "rnn" in (tmp_path / "sweep" / "sweep.md").read_text()

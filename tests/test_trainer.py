@@ -179,3 +179,19 @@ def test_allocator_tuning_is_on_for_cpu_training_and_can_be_turned_off():
                          env={**os.environ, "RNNKIT_MALLOC_TUNING": "0"}).stdout.strip()
     assert off == "False"
     assert on == ("True" if sys.platform.startswith("linux") else "False")
+
+
+def test_a_non_finite_validation_loss_stops_the_run_whatever_its_metric(tmp_path):
+    """A task picking checkpoints by accuracy (classify, translate, speech) still stops when its validation
+    loss is not finite: accuracy stays finite on diverged weights, which are then never saved."""
+    t = make_trainer(tmp_path, max_steps=6, eval_every=2)
+    t.save("last")
+    good = (t.run_dir / "last.pt").read_bytes()
+    t.task.metric = "val_acc"
+    t.task.better = lambda new, best: best is None or new > best
+    t.task.evaluate = lambda: {"val_loss": float("inf"), "val_acc": 0.5}
+    result = t.run()
+    assert result.stop_reason == "nonfinite" and result.steps == 2
+    assert not (t.run_dir / "best.pt").exists() and (t.run_dir / "last.pt").read_bytes() == good
+    t.task.evaluate = lambda: {"val_loss": 1.0, "val_acc": 0.5}
+    assert t.run().stop_reason == "budget"  # a later run of the same trainer starts without the mark

@@ -98,17 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    code = _run(argv)
-    if code:  # a failed start leaves no half-made run folder (one with a checkpoint is a run, and is kept)
-        from ..training.fit import abandon_failed_starts
+    from ..training.fit import failed_starts_removed
 
-        abandon_failed_starts()
+    with failed_starts_removed() as abandon:  # a failed start leaves no half-made run folder behind
+        code = _run(argv)
+        if code:
+            abandon()
     return code
 
 
 def _run(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args.typed = {token.split("=", 1)[0] for token in (sys.argv[1:] if argv is None else argv)
+                      if isinstance(token, str) and token.startswith("--")}
         args.handler(args)
     except TrainingStopped as e:
         print(f"rnnkit: {e}", file=sys.stderr)

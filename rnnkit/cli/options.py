@@ -75,10 +75,15 @@ def resume_options(args: argparse.Namespace, kept: tuple[str, ...] | list[str],
     any but the budget and device that differ from the run's); an option among ``kept`` (the model's, the
     data's) set to anything but its default is refused in one line, as the run keeps its own.
 
-    The command's parser, for its defaults, is ``args.parser`` (``set_defaults(parser=...)``).
+    The command's parser is ``args.parser`` (``set_defaults(parser=...)``); ``args.typed`` holds the option
+    flags on the command line, so that an option given at its default value is caught too.
     """
+    spellings: dict[str, set[str]] = {}
+    for flag, action in args.parser._option_string_actions.items():  # argparse's table of every option's flags
+        spellings.setdefault(action.dest, set()).add(flag)
+    typed = getattr(args, "typed", set())
     for k in kept:
-        if getattr(args, k) != args.parser.get_default(k):
+        if getattr(args, k) != args.parser.get_default(k) or typed & spellings.get(k, set()):
             raise RnnkitError(f"--resume continues the run with its own model and data: drop --{k.replace('_', '-')} "
                               "(only the budget and device may change)")
     return given(args, train)

@@ -164,8 +164,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     options = given(args)
     if args.resume:
-        if args.out:
-            raise RnnkitError("--resume continues a run in its own folder; give --resume RUN or --out DIR, not both")
+        if args.out or args.data:
+            raise RnnkitError("--resume continues a run from its own folder: give no DATA and no --out")
         _report(SpeechRecognizer.resume(args.resume, progress=None, **resume_options(args, RESUME_KEEPS)))
         return
     if not args.data or not args.out:

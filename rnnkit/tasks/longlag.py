@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batching import shard
-from ..errors import RnnkitError
+from ..errors import RnnkitError, TrainingDiverged
 from ..io import atomic_write, write_json
 from ..nn.cells import CELLS
 from ..nn.init import init_recurrent
@@ -256,7 +256,10 @@ def run(problem: str = "adding", length: int = 100, cell: str = "lstm", out: str
     task = LongLagTask(model, problem, length, batch_size, seed, eval_size)
     config = TrainConfig(**{"warmup_steps": 50, **train_options, "lr": lr, "grad_clip": grad_clip,
                             "max_time": max_time, "max_steps": max_steps, "seed": seed, "precision": precision})
-    result = fit(task, config, out, progress=progress)
+    try:
+        result = fit(task, config, out, progress=progress)
+    except TrainingDiverged as e:  # here a cell that diverges is a finding, a row of the sweep, not an error
+        result = e.result
     return _test(task, Path(out), result)
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..errors import RnnkitError, TrainingStopped
+from ..errors import RnnkitError, TrainingDiverged, TrainingStopped
 from ..io import write_json
 from . import distributed
 from .checkpoint import load_checkpoint
@@ -117,17 +119,19 @@ def prepare_run_folder(out: str | Path, hint: str = "--resume") -> Path:
                                                                            p.name.endswith(".tmp"))]
         if leftover and not _ours(out):
             raise RnnkitError(f"{out} is not empty and is not an rnnkit run folder; pick an empty or new --out")
-        started_by = (_config(out) or {}).get("started_by", hint)
+        config = _config(out) or {}
+        started_by = config.get("started_by", hint)
         if leftover and started_by != hint:
             raise RnnkitError(f"{out} holds the start of another command's run ({started_by.split(' --')[0]}); "
                               "pick another --out")
     if distributed.rank() == 0:
-        _readied.setdefault(out.resolve(), {p.name for p in out.iterdir()} if out.is_dir() else None)
+        held_before = {p.name for p in out.iterdir()} if out.is_dir() else None
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RnnkitError(f"cannot create the run folder {out}: {e.strerror}") from None
         lock_run_folder(out)
+        _readied.setdefault(out.resolve(), held_before)  # only once it is ours alone
         if _ours(out):  # a run that died before its first checkpoint: start afresh, without its records
             for name in ("metrics.jsonl", "loss.png"):
                 (out / name).unlink(missing_ok=True)
@@ -137,20 +141,45 @@ def prepare_run_folder(out: str | Path, hint: str = "--resume") -> Path:
     return out
 
 
-def abandon_failed_starts() -> None:
-    """Remove what this process wrote into folders it readied for new runs that never saved a checkpoint (the
-    folder itself where it made it), so that a command that failed leaves nothing half-made behind."""
-    for folder, before in list(_readied.items()):
-        del _readied[folder]
-        if is_run(folder) or not folder.is_dir():
-            continue
-        unlock_run_folder(folder)
-        if before is None:
-            shutil.rmtree(folder, ignore_errors=True)
-            continue
+@contextmanager
+def failed_starts_removed() -> Iterator[Callable[[], None]]:
+    """Within it, a failure (an exception, or a call of the function it gives) removes what was written into the
+    folders readied for new runs within it that never saved a checkpoint (the folder itself where it was made
+    then), so that a command that fails leaves nothing half-made behind. Folders another process holds are
+    left alone."""
+    known = set(_readied)
+
+    def abandon() -> None:
+        for folder in [f for f in _readied if f not in known]:
+            _abandon(folder, _readied.pop(folder))
+
+    try:
+        yield abandon
+    except BaseException:
+        abandon()
+        raise
+    finally:
+        for folder in [f for f in _readied if f not in known]:
+            del _readied[folder]
+
+
+def _abandon(folder: Path, held_before: set[str] | None) -> None:
+    if is_run(folder) or not folder.is_dir():
+        return
+    try:
+        lock_run_folder(folder)  # again, if it was let go: nothing is removed under another process's feet
+    except RnnkitError:
+        return
+    try:
         for path in folder.iterdir():
-            if path.name not in before:
+            if held_before is None or path.name not in held_before:
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        if held_before is None:
+            folder.rmdir()
+    except OSError:
+        pass  # a file someone else put there meanwhile: what is left stays
+    finally:
+        unlock_run_folder(folder)
 
 
 def fit(task: Task, config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
@@ -160,7 +189,8 @@ def fit(task: Task, config: TrainConfig, out: str | Path, *, resume: bool = Fals
     ``resume`` continues the run in ``out`` from ``last.pt`` (use :func:`resume` to rebuild the task
     from the folder). Ctrl-C or SIGTERM saves ``last.pt`` and raises
     :class:`rnnkit.errors.TrainingStopped`, whose message names the command that continues the run.
-    A run whose loss, gradients or validation metric stay non-finite raises :class:`RnnkitError`.
+    A run whose loss, gradients or validation metrics stay non-finite raises
+    :class:`rnnkit.errors.TrainingDiverged` (an :class:`RnnkitError` holding the ``result``).
     ``new_folder=False`` is for tasks that prepared ``out`` themselves before building their data
     (the character model writes its token file there first).
     """
@@ -170,12 +200,16 @@ def fit(task: Task, config: TrainConfig, out: str | Path, *, resume: bool = Fals
     if not resume:
         torch.manual_seed(config.seed + distributed.rank())  # processes draw different dropout masks
     if not resume and new_folder:
-        prepare_run_folder(out, f"{task.command or 'rnnkit train'} --resume")
+        prepare_run_folder(out, _hint(task))
     lock_run_folder(out)
     try:
         return _fit_locked(task, config, out, resume, progress, plot)
     finally:
         unlock_run_folder(out)
+
+
+def _hint(task: Task) -> str:
+    return f"{task.command or 'rnnkit train'} --resume"
 
 
 def _fit_locked(task: Task, config: TrainConfig, out: Path, resume: bool, progress: bool | None,
@@ -192,7 +226,7 @@ def _fit_locked(task: Task, config: TrainConfig, out: Path, resume: bool, progre
                               "--epochs to continue")
     if distributed.rank() == 0:
         write_json(out / CONFIG, {"rnnkit": __version__, **meta, "train": asdict(config), "device": str(device),
-                                  "precision": resolve_precision(config.precision, device)})
+                                  "precision": resolve_precision(config.precision, device), "started_by": _hint(task)})
     result = trainer.run()
     if result.stop_reason in ("interrupted", "terminated"):
         how = (f"continue with: {task.resume_hint(out)}" if description else
@@ -200,8 +234,8 @@ def _fit_locked(task: Task, config: TrainConfig, out: Path, resume: bool, progre
         raise TrainingStopped(f"{result.stop_reason} at step {result.steps}: saved {out / 'last.pt'}; {how}",
                               result.stop_reason)
     if result.stop_reason == "nonfinite":  # the trainer said why and which checkpoint is the last good one
-        raise RnnkitError("training stopped: the loss, gradients or validation metric became non-finite; "
-                          "try a lower --lr or --grad-clip")
+        raise TrainingDiverged("training stopped: the loss, gradients or validation metrics became non-finite; "
+                               "try a lower --lr or --grad-clip", result)
     if task.select_best and (out / "best.pt").exists():
         best = load_checkpoint(out / "best.pt")
         task.model.load_state_dict(best["model"])
@@ -253,5 +287,5 @@ def resume(run: str | Path, progress: bool | None = None, expect: type[Task] | N
     return task, fit(task, config, run, resume=True, progress=progress)
 
 
-__all__ = ["abandon_failed_starts", "fit", "is_run", "lock_run_folder", "prepare_run_folder", "resume",
+__all__ = ["failed_starts_removed", "fit", "is_run", "lock_run_folder", "prepare_run_folder", "resume",
            "unlock_run_folder"]

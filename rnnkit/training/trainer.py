@@ -233,6 +233,7 @@ class Trainer:
         self._fraction_at_last_eval = self.fraction_done()
         self._step_at_last_eval = -1
         last_eval: dict[str, float] = {}
+        self.diverged = False
         window = self._new_window()
         stop_reason = "budget"
         try:
@@ -299,7 +300,7 @@ class Trainer:
                 last_eval = self._evaluate(log, bar, 1.0)
                 stop_reason = "nonfinite" if self.diverged else stop_reason
             if stop_reason == "nonfinite":
-                why = (f"the validation {self.task.metric} is not finite" if self.diverged else
+                why = ("the validation metrics are not finite" if self.diverged else
                        f"{self.bad_steps} non-finite steps in a row")
                 kept = self.run_dir / "last.pt"
                 bar.message(f"stopped: {why}; " + (f"the last good checkpoint is {kept}" if kept.is_file() else
@@ -376,7 +377,9 @@ class Trainer:
         self._fraction_at_last_eval, self._step_at_last_eval = fraction, self.step
         if self.is_main and self.task.metric not in metrics:
             raise RnnkitError(f"the task's evaluation gave {', '.join(metrics)}, not its metric {self.task.metric}")
-        (diverged,) = distributed.all_max(float(self.is_main and not math.isfinite(metrics[self.task.metric])))
+        # accuracy, BLEU or WER stay finite when the outputs are not: the validation loss shows it
+        watched = [v for k, v in metrics.items() if k in (self.task.metric, "val_loss")]
+        (diverged,) = distributed.all_max(float(self.is_main and not all(math.isfinite(v) for v in watched)))
         if diverged:  # weights that give a non-finite metric are never saved: the last good checkpoint stays
             self.diverged = True
             self.clock.start()
