@@ -477,7 +477,7 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | No
     common = {"cell": default_cell(hidden), "layers": 2, "hidden": hidden, "batch_size": 64, "seq_len": 32,
               "weight_decay": 0.3, "min_lr_ratio": 0.0}
     if hidden >= 512:
-        return {**common, "lr": 4e-3, "dropout": 0.2, "ema": 0.998, "ar": 2.0, "tar": 1.0}
+        return {**common, "lr": 6e-3, "dropout": 0.2, "ema": 0.998, "ar": 2.0, "tar": 1.0}
     return {**common, "lr": 1e-2, "dropout": 0.0}
 
 
