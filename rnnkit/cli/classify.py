@@ -142,8 +142,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         if args.data or args.out or args.val:
             raise RnnkitError("--resume continues a run from its own folder: give no DATA, --val or --out")
-        kept = MODEL_KEYS + ["encoding", "text_column", "label_column", "max_chars"]
-        clf = Classifier.resume(args.resume, progress=None, **resume_options(args, kept))
+        clf = Classifier.resume(args.resume, progress=None, **resume_options(args))
         out = args.resume
     else:
         if not args.data:

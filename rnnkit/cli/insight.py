@@ -109,8 +109,7 @@ def cmd_longlag(args: argparse.Namespace) -> None:
 
         if args.sweep or args.out:
             raise RnnkitError("--resume continues one run in its own folder: no --sweep, no --out")
-        result = resume(args.resume, **resume_options(args, ("task", "length", "cell", "init", "hidden", "batch_size",
-                                                         "eval_size"), LONGLAG_TRAIN))
+        result = resume(args.resume, **resume_options(args))
         print(f"{result.cell} T={result.length}: {result.steps} steps in {result.train_time:.0f}s, "
               f"{'solved' if result.solved else 'not solved'}")
         print(result.line())

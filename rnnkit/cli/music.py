@@ -98,8 +98,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         if args.out or args.data:
             raise RnnkitError("--resume continues a run from its own folder: give no DATA and no --out")
-        m = MusicModel.resume(args.resume, progress=None,
-                              **resume_options(args, MODEL_KEYS + ("steps_per_beat", "frame_rate", "valid_share")))
+        m = MusicModel.resume(args.resume, progress=None, **resume_options(args))
         _report(m, args.resume)
         return
     if not args.data:

@@ -69,24 +69,22 @@ def given(args: argparse.Namespace, names: tuple[str, ...] = TRAIN_OPTIONS) -> d
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
-def resume_options(args: argparse.Namespace, kept: tuple[str, ...] | list[str],
-                   train: tuple[str, ...] = TRAIN_OPTIONS) -> dict[str, Any]:
+def resume_options(args: argparse.Namespace) -> dict[str, Any]:
     """The training options given with ``--resume``, for :func:`rnnkit.training.fit.resume` to check (it refuses
-    any but the budget and device that differ from the run's); an option among ``kept`` (the model's, the
-    data's) set to anything but its default is refused in one line, as the run keeps its own.
+    any but the budget and device that differ from the run's). Every other option of the command (its model's,
+    its data's) given is refused in one line, as the run keeps its own.
 
     The command's parser is ``args.parser`` (``set_defaults(parser=...)``); ``args.typed`` holds the option
     flags on the command line, so that an option given at its default value is caught too.
     """
-    spellings: dict[str, set[str]] = {}
-    for flag, action in args.parser._option_string_actions.items():  # argparse's table of every option's flags
-        spellings.setdefault(action.dest, set()).add(flag)
     typed = getattr(args, "typed", set())
-    for k in kept:
-        if getattr(args, k) != args.parser.get_default(k) or typed & spellings.get(k, set()):
-            raise RnnkitError(f"--resume continues the run with its own model and data: drop --{k.replace('_', '-')} "
+    for flag, action in args.parser._option_string_actions.items():  # argparse's table of every option's flags
+        if action.dest in (*TRAIN_OPTIONS, "resume", "out", "help"):
+            continue
+        if flag in typed or getattr(args, action.dest) != args.parser.get_default(action.dest):
+            raise RnnkitError(f"--resume continues the run with its own model and data: drop {flag} "
                               "(only the budget and device may change)")
-    return given(args, train)
+    return given(args)
 
 
 __all__ = ["TRAIN_OPTIONS", "add_config_options", "given", "resume_options", "value_type"]

@@ -14,11 +14,6 @@ from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
 
 ORDER = 60  # place in --help
 
-# what a run keeps from its start: its features, model and data (with --resume, only the budget and device change)
-RESUME_KEEPS = ("format", "split", "speakers", "exclude_speakers", "transcript", "features", "n_mels", "n_mfcc",
-                "deltas", "sample_rate", "trim_db", "spec_augment", "speed_perturb", "vtlp", "pad_silence",
-                "sortagrad", "labels", "cell", "hidden", "layers", "dropout", "weight_drop", "variational_dropout",
-                "stride", "conv_channels", "streaming", "batch_size", "val_fraction")
 DEFAULTS = {"lr": 3e-3, "warmup_steps": 100, "precision": "fp32", "max_time": 600}
 
 
@@ -166,7 +161,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         if args.out or args.data:
             raise RnnkitError("--resume continues a run from its own folder: give no DATA and no --out")
-        _report(SpeechRecognizer.resume(args.resume, progress=None, **resume_options(args, RESUME_KEEPS)))
+        _report(SpeechRecognizer.resume(args.resume, progress=None, **resume_options(args)))
         return
     if not args.data or not args.out:
         raise RnnkitError("give DATA and --out RUN, the run folder to train in (or --resume RUN)")

@@ -135,8 +135,6 @@ def register(sub) -> None:
 MODEL_KEYS = ["input_len", "mode", "cell", "hidden", "layers", "dropout", *LAYER_REGULARISATION, "likelihood",
               "interval", "log", "calendar", "val_size", "batch_size"]
 TRAIN_KEYS = list(TRAIN_OPTIONS)
-DATA_KEYS = ["dataset", "target", "time_col", "series_id", "freq", "fill", "past_covariates", "future_covariates",
-             "horizon"]
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, Any], str]:
@@ -190,7 +188,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
         if args.out or args.data:
             raise RnnkitError("--resume continues a run from its own folder: give no data file and no --out")
-        f = Forecaster.resume(args.resume, progress=None, **resume_options(args, MODEL_KEYS + DATA_KEYS))
+        f = Forecaster.resume(args.resume, progress=None, **resume_options(args))
         print(f"run folder: {args.resume}  steps {f.result.steps}  train time {f.result.train_time:.0f}s")
         print(f"forecast: rnnkit forecast predict {args.resume}")
         return

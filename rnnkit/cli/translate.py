@@ -113,8 +113,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         if args.out or args.src or args.tgt or args.val_src or args.val_tgt:
             raise RnnkitError("--resume continues a run from its own folder: give no data files and no --out")
-        t = Translator.resume(args.resume, progress=None,
-                              **resume_options(args, MODEL_KEYS + DATA_KEYS + ("src_column", "tgt_column")))
+        t = Translator.resume(args.resume, progress=None, **resume_options(args))
         _report(args.resume, t)
         return
     if not args.src:

@@ -119,8 +119,7 @@ def prepare_run_folder(out: str | Path, hint: str = "--resume") -> Path:
                                                                            p.name.endswith(".tmp"))]
         if leftover and not _ours(out):
             raise RnnkitError(f"{out} is not empty and is not an rnnkit run folder; pick an empty or new --out")
-        config = _config(out) or {}
-        started_by = config.get("started_by", hint)
+        started_by = (_config(out) or {}).get("started_by", hint)
         if leftover and started_by != hint:
             raise RnnkitError(f"{out} holds the start of another command's run ({started_by.split(' --')[0]}); "
                               "pick another --out")
@@ -150,7 +149,7 @@ def failed_starts_removed() -> Iterator[Callable[[], None]]:
     known = set(_readied)
 
     def abandon() -> None:
-        for folder in [f for f in _readied if f not in known]:
+        for folder in set(_readied) - known:
             _abandon(folder, _readied.pop(folder))
 
     try:
@@ -159,7 +158,7 @@ def failed_starts_removed() -> Iterator[Callable[[], None]]:
         abandon()
         raise
     finally:
-        for folder in [f for f in _readied if f not in known]:
+        for folder in set(_readied) - known:
             del _readied[folder]
 
 
