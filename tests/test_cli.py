@@ -136,7 +136,8 @@ def test_checkpoint_with_code_is_refused_not_run(tmp_path):
 
 
 def test_resume_with_conflicting_options(run_dir):
-    assert_one_line_error(rnnkit_cli("train", "--resume", run_dir, "--hidden", "64"), "conflicts")
+    assert_one_line_error(rnnkit_cli("train", "--resume", run_dir, "--hidden", "64"), "drop --hidden")
+    assert_one_line_error(rnnkit_cli("train", "--resume", run_dir, "--lr", "0.5"), "--lr 0.5 conflicts with the run's")
 
 
 def test_unknown_prime_characters(run_dir):

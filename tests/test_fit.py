@@ -224,7 +224,8 @@ def test_resuming_another_tasks_run_is_refused_before_it_trains(command, tmp_pat
     assert (tmp_path / "ll" / "last.pt").read_bytes() == before  # untouched: not trained a step further
 
 
-@pytest.mark.parametrize("command,option", [(["classify", "train"], ["--pooling", "mean"]),
+@pytest.mark.parametrize("command,option", [(["train"], ["--hidden", "16"]),
+                                            (["classify", "train"], ["--pooling", "mean"]),
                                             (["translate", "train"], ["--hidden", "16"]),
                                             (["speech", "train"], ["--stride", "4"]),
                                             (["music", "train"], ["--output", "independent"]),

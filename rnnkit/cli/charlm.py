@@ -10,7 +10,7 @@ from ..nn.cells import cell_names
 from ..nn.regularisation import AWD_OPTIONS, AWDRegularisation
 from ..training.config import TrainConfig
 from . import fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
-from .options import TRAIN_OPTIONS, add_config_options
+from .options import TRAIN_OPTIONS, add_config_options, resume_options
 
 ORDER = 10  # place in --help
 
@@ -84,7 +84,7 @@ def register(sub) -> None:
     g.add_argument("--segment", type=positive_int, help="characters scored between steps (default 50)")
     g.add_argument("--stats-chars", type=positive_int,
                    help="training characters read for the rms gradient statistics (default 200000)")
-    t.set_defaults(handler=cmd_train)
+    t.set_defaults(handler=cmd_train, parser=t)
     s.set_defaults(handler=cmd_sample)
     e.set_defaults(handler=cmd_eval)
 
@@ -96,9 +96,12 @@ CHARLM_OPTIONS = ("cell", "hidden", "embed", "layers", "dropout", "init", *AWD_O
 def cmd_train(args: argparse.Namespace) -> None:
     from ..tasks.charlm import sample_to_stdout, train
 
-    options = {k: getattr(args, k) for k in CHARLM_OPTIONS + TRAIN_OPTIONS}
     if args.resume and args.out:
         raise RnnkitError("--resume continues a run in its own folder; give --resume RUN or --out DIR, not both")
+    if args.resume:  # the corpus may be given again, to rebuild a lost token file
+        options = resume_options(args, reports=("sample_length",))
+    else:
+        options = {k: getattr(args, k) for k in CHARLM_OPTIONS + TRAIN_OPTIONS}
     out = args.out
     if out is None and args.resume is None:
         name = Path(args.corpus[0]).stem if args.corpus else "stdlib"

@@ -69,17 +69,18 @@ def given(args: argparse.Namespace, names: tuple[str, ...] = TRAIN_OPTIONS) -> d
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
-def resume_options(args: argparse.Namespace) -> dict[str, Any]:
+def resume_options(args: argparse.Namespace, reports: tuple[str, ...] = ()) -> dict[str, Any]:
     """The training options given with ``--resume``, for :func:`rnnkit.training.fit.resume` to check (it refuses
     any but the budget and device that differ from the run's). Every other option of the command (its model's,
-    its data's) given is refused in one line, as the run keeps its own.
+    its data's) given is refused in one line, as the run keeps its own, except ``reports``: options that shape
+    only what the command prints once training ends (``rnnkit train --sample-length``).
 
     The command's parser is ``args.parser`` (``set_defaults(parser=...)``); ``args.typed`` holds the option
     flags on the command line, so that an option given at its default value is caught too.
     """
     typed = getattr(args, "typed", set())
     for flag, action in args.parser._option_string_actions.items():  # argparse's table of every option's flags
-        if action.dest in (*TRAIN_OPTIONS, "resume", "out", "help"):
+        if action.dest in (*TRAIN_OPTIONS, *reports, "resume", "out", "help"):
             continue
         if flag in typed or getattr(args, action.dest) != args.parser.get_default(action.dest):
             raise RnnkitError(f"--resume continues the run with its own model and data: drop {flag} "
