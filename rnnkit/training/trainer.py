@@ -86,8 +86,8 @@ class Trainer:
         if self.device.type == "cpu":
             keep_freed_memory()  # no page faults on each step's fresh activations (rnnkit/training/allocator.py)
         # fused: the whole update in one kernel per parameter group instead of several passes
-        # over the weights; on CPU an update of a 2x512 LSTM took 1.4 ms against 10.6 ms for
-        # foreach and 13 ms for torch's default loop (2 threads)
+        # over the weights, several times faster than torch's default loop (BENCHMARKS.md,
+        # "Every CPU, not one": the step's parts)
         self.optimizer = torch.optim.AdamW(task.param_groups(config.weight_decay), lr=config.lr, fused=True,
                                            betas=(0.9, 0.99))
         # the weights' exponential moving average (Polyak averaging): less noisy than the last
