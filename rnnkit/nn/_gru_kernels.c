@@ -1,4 +1,5 @@
-/* One GRU time step's element-wise work, forward and backward, fused into one pass each.
+/* One GRU time step's element-wise work, forward and backward, fused into one pass each (and the
+   LN-LSTM's, further down).
 
    rnnkit/gru_sequence.py runs the matrix products with torch (oneDNN, AMX in bf16) and calls
    these for everything between them. Done with torch ops, a step is a dozen small ops and
@@ -155,6 +156,129 @@ static void backward_step(Py_ssize_t B, Py_ssize_t H, Py_ssize_t t, float *dh, c
         backward_row(H, d, r, r + H, n + row, hidden_n + row, states + row, d_n_pre + row, d_r, d_r + H,
                      d_r + 2 * H);
         if (d_hidden_c) narrow(d_hidden_c + (t * B + b) * 3 * H, d_r, 3 * H);
+    }
+}
+
+/* ---- Layer-normalised LSTM: rnnkit/nn/lnlstm_sequence.py -----------------------------------------
+
+   One step's element-wise work between the matrix products, forward and backward, one call each;
+   the equations are in lnlstm_sequence.py's docstring. Gates are stacked i, f, g, o. */
+
+/* Sum of a row, in sixteen partial sums so that the compiler vectorises it. */
+static inline float row_sum(const float *restrict x, Py_ssize_t n) {
+    float acc[16] = {0};
+    Py_ssize_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int k = 0; k < 16; k++) acc[k] += x[j + k];
+    float s = 0.0f;
+    for (int k = 0; k < 16; k++) s += acc[k];
+    for (; j < n; j++) s += x[j];
+    return s;
+}
+
+static inline float row_dot(const float *restrict x, const float *restrict y, Py_ssize_t n) {
+    float acc[16] = {0};
+    Py_ssize_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int k = 0; k < 16; k++) acc[k] += x[j + k] * y[j + k];
+    float s = 0.0f;
+    for (int k = 0; k < 16; k++) s += acc[k];
+    for (; j < n; j++) s += x[j] * y[j];
+    return s;
+}
+
+/* out = (z - mean) / sqrt(var + 1e-5) over n values (biased variance, as torch's layer_norm); returns the
+   reciprocal standard deviation. out may be z. */
+static inline float normalise(const float *z, float *out, Py_ssize_t n, float *restrict centred) {
+    const float mean = row_sum(z, n) / (float)n;
+    for (Py_ssize_t j = 0; j < n; j++) centred[j] = z[j] - mean;
+    const float rstd = 1.0f / sqrtf(row_dot(centred, centred, n) / (float)n + 1e-5f);
+    for (Py_ssize_t j = 0; j < n; j++) out[j] = centred[j] * rstd;
+    return rstd;
+}
+
+/* The layer norm's backward in place: d_hat (the gradient reaching z_hat) becomes the one reaching z. */
+static inline void normalise_backward(float *restrict d, const float *restrict z_hat, float rstd, Py_ssize_t n) {
+    const float mean_d = row_sum(d, n) / (float)n, mean_dz = row_dot(d, z_hat, n) / (float)n;
+    for (Py_ssize_t j = 0; j < n; j++) d[j] = (d[j] - mean_d - z_hat[j] * mean_dz) * rstd;
+}
+
+/* Forward at step t. recurrent (B,4H): h_{t-1} W_hh^T, bf16 or float; u_shifted (T,B,4H): the input part
+   plus the recurrent norm's shift. Writes gates (T,B,4H: sigma(i), sigma(f), tanh(g), sigma(o)), a_hat
+   (T,B,4H), c_hat and tanh_n (T,B,H), rstd (T,B,2), h[t+1] and c[t+1] (T+1,B,H) and, when given, h's
+   bf16 copy h_c[t+1]. scratch holds 8H floats. */
+VECTOR_CLONES
+static void lnlstm_forward_step(Py_ssize_t B, Py_ssize_t H, Py_ssize_t t, const void *recurrent, int recurrent_bf16,
+                                float *scratch, const float *gain_hh, const float *gain_c, const float *shift_c,
+                                const float *u_shifted, float *gates, float *a_hat, float *c_hat, float *tanh_n,
+                                float *rstd, float *h, uint16_t *h_c, float *c) {
+    const Py_ssize_t G = 4 * H;
+    float *rec = scratch, *centred = scratch + G;
+    for (Py_ssize_t b = 0; b < B; b++) {
+        const Py_ssize_t row = (t * B + b) * H, grow = (t * B + b) * G;
+        if (recurrent_bf16) widen(rec, (const uint16_t *)recurrent + b * G, G);
+        else memcpy(rec, (const float *)recurrent + b * G, G * sizeof(float));
+        float *ah = a_hat + grow, *gt = gates + grow;
+        rstd[(t * B + b) * 2] = normalise(rec, ah, G, centred);
+        const float *us = u_shifted + grow;
+        for (Py_ssize_t j = 0; j < G; j++) {
+            float p = us[j] + gain_hh[j] * ah[j];
+            gt[j] = (j >= 2 * H && j < 3 * H) ? tanh_(p) : sigmoid(p);
+        }
+        const float *c_prev = c + row;
+        float *c_next = c + row + B * H;
+        for (Py_ssize_t k = 0; k < H; k++) c_next[k] = gt[H + k] * c_prev[k] + gt[k] * gt[2 * H + k];
+        float *ch = c_hat + row, *tn = tanh_n + row, *h_next = h + row + B * H;
+        rstd[(t * B + b) * 2 + 1] = normalise(c_next, ch, H, centred);
+        for (Py_ssize_t k = 0; k < H; k++) {
+            tn[k] = tanh_(gain_c[k] * ch[k] + shift_c[k]);
+            h_next[k] = gt[3 * H + k] * tn[k];
+        }
+        if (h_c) narrow(h_c + row + B * H, h_next, H);
+    }
+}
+
+/* Backward at step t, from T-1 down to 0. dh (B,H) receives the gradient reaching h_t: the recurrent
+   product of step t+1 (product (B,H), W_hh^T d_a[t+1], bf16 or float; NULL at t = T-1) plus the output's
+   d_h[t] (NULL if none). dc (B,H) holds the gradient reaching c_t from step t+1 (f_{t+1} dc_{t+1}); the
+   step adds d_c[t] (NULL if none) and leaves f_t dc_t there. Writes d_pre (the gates' pre-activations',
+   T,B,4H), d_n (T,B,H), d_a (the recurrent product's, T,B,4H) and, when given, its bf16 copy d_a_c. */
+VECTOR_CLONES
+static void lnlstm_backward_step(Py_ssize_t B, Py_ssize_t H, Py_ssize_t t, float *dh, float *dc, const void *product,
+                                 int product_bf16, const float *d_h, const float *d_c, const float *gain_hh,
+                                 const float *gain_c, const float *gates, const float *a_hat, const float *c_hat,
+                                 const float *tanh_n, const float *rstd, const float *c, float *d_pre, float *d_n,
+                                 float *d_a, uint16_t *d_a_c) {
+    const Py_ssize_t G = 4 * H;
+    for (Py_ssize_t b = 0; b < B; b++) {
+        const Py_ssize_t row = (t * B + b) * H, grow = (t * B + b) * G;
+        float *d = dh + b * H, *dcb = dc + b * H;
+        if (product && product_bf16) for (Py_ssize_t k = 0; k < H; k++) d[k] = bf16_to_float(((const uint16_t *)product)[b * H + k]);
+        else if (product) memcpy(d, (const float *)product + b * H, H * sizeof(float));
+        else memset(d, 0, H * sizeof(float));
+        if (d_h) add_into(d, d_h + row, H);
+        if (d_c) add_into(dcb, d_c + row, H);
+        const float *gt = gates + grow, *tn = tanh_n + row, *ch = c_hat + row, *c_prev = c + row;
+        float *dp = d_pre + grow, *dn = d_n + row, *da = d_a + grow;
+        /* the cell norm's output, then (in da's first H, as scratch) the gradient reaching c_hat */
+        for (Py_ssize_t k = 0; k < H; k++) {
+            float o = gt[3 * H + k], dk = d[k];
+            dp[3 * H + k] = dk * tn[k] * o * (1.0f - o);
+            dn[k] = dk * o * (1.0f - tn[k] * tn[k]);
+            da[k] = dn[k] * gain_c[k];
+        }
+        normalise_backward(da, ch, rstd[(t * B + b) * 2 + 1], H);
+        for (Py_ssize_t k = 0; k < H; k++) {
+            float i = gt[k], f = gt[H + k], g = gt[2 * H + k];
+            float dck = dcb[k] + da[k];
+            dp[k] = dck * g * i * (1.0f - i);
+            dp[H + k] = dck * c_prev[k] * f * (1.0f - f);
+            dp[2 * H + k] = dck * i * (1.0f - g * g);
+            dcb[k] = dck * f;
+        }
+        for (Py_ssize_t j = 0; j < G; j++) da[j] = dp[j] * gain_hh[j];
+        normalise_backward(da, a_hat + grow, rstd[(t * B + b) * 2], G);
+        if (d_a_c) narrow(d_a_c + grow, da, G);
     }
 }
 
@@ -362,6 +486,34 @@ static PyObject *py_backward_step(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_lnlstm_forward_step(PyObject *self, PyObject *args) {
+    Py_ssize_t B, H, t, recurrent, scratch, gain_hh, gain_c, shift_c, u_shifted, gates, a_hat, c_hat, tanh_n, rstd,
+        h, h_c, c;
+    int recurrent_bf16;
+    if (!PyArg_ParseTuple(args, "nnnnpnnnnnnnnnnnnn", &B, &H, &t, &recurrent, &recurrent_bf16, &scratch, &gain_hh,
+                          &gain_c, &shift_c, &u_shifted, &gates, &a_hat, &c_hat, &tanh_n, &rstd, &h, &h_c, &c))
+        return NULL;
+    lnlstm_forward_step(B, H, t, (const void *)recurrent, recurrent_bf16, (float *)scratch, (const float *)gain_hh,
+                        (const float *)gain_c, (const float *)shift_c, (const float *)u_shifted, (float *)gates,
+                        (float *)a_hat, (float *)c_hat, (float *)tanh_n, (float *)rstd, (float *)h,
+                        (uint16_t *)h_c, (float *)c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_lnlstm_backward_step(PyObject *self, PyObject *args) {
+    Py_ssize_t B, H, t, dh, dc, product, d_h, d_c, gain_hh, gain_c, gates, a_hat, c_hat, tanh_n, rstd, c, d_pre, d_n,
+        d_a, d_a_c;
+    int product_bf16;
+    if (!PyArg_ParseTuple(args, "nnnnnnpnnnnnnnnnnnnnn", &B, &H, &t, &dh, &dc, &product, &product_bf16, &d_h, &d_c,
+                          &gain_hh, &gain_c, &gates, &a_hat, &c_hat, &tanh_n, &rstd, &c, &d_pre, &d_n, &d_a, &d_a_c))
+        return NULL;
+    lnlstm_backward_step(B, H, t, (float *)dh, (float *)dc, (const void *)product, product_bf16, (const float *)d_h,
+                         (const float *)d_c, (const float *)gain_hh, (const float *)gain_c, (const float *)gates,
+                         (const float *)a_hat, (const float *)c_hat, (const float *)tanh_n, (const float *)rstd,
+                         (const float *)c, (float *)d_pre, (float *)d_n, (float *)d_a, (uint16_t *)d_a_c);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"forward_step", py_forward_step, METH_VARARGS,
      "forward_step(B, H, t, gates_in, recurrent, recurrent_bf16, b_hn, rz, n, hidden_n, states, states_c, "
@@ -370,6 +522,12 @@ static PyMethodDef methods[] = {
      "backward_step(B, H, t, dh, product, product_bf16, d_out, rz, n, hidden_n, states, d_n_pre, d_hidden, "
      "d_hidden_c)"},
     {"scan_forward", py_scan_forward, METH_VARARGS, "scan_forward(kind, T, B, H, xw, h0, out)"},
+    {"lnlstm_forward_step", py_lnlstm_forward_step, METH_VARARGS,
+     "lnlstm_forward_step(B, H, t, recurrent, recurrent_bf16, scratch, gain_hh, gain_c, shift_c, u_shifted, gates, "
+     "a_hat, c_hat, tanh_n, rstd, h, h_c, c)"},
+    {"lnlstm_backward_step", py_lnlstm_backward_step, METH_VARARGS,
+     "lnlstm_backward_step(B, H, t, dh, dc, product, product_bf16, d_h, d_c, gain_hh, gain_c, gates, a_hat, c_hat, "
+     "tanh_n, rstd, c, d_pre, d_n, d_a, d_a_c)"},
     {"scan_backward", py_scan_backward, METH_VARARGS, "scan_backward(kind, T, B, H, xw, h0, out, d_out, dh, d_xw)"},
     {NULL, NULL, 0, NULL},
 };

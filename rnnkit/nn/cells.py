@@ -197,7 +197,7 @@ class LayerNormLSTM(CellType):
     vanishing here (scaling ``weight_hh`` leaves the cell unchanged, up to ``epsilon``).
     """
 
-    name, summary = "lnlstm", "layer-normalised LSTM (Ba et al. 2016)"
+    name, summary = "lnlstm", "layer-normalised LSTM (Ba et al. 2016; rnnkit's sequence kernel on CPU)"
     gates, state_names, additive = 4, ("h", "c"), False
     init_schemes = ("default", "orthogonal", "forget1", "chrono")
     input_gate, forget_gate = 0, 1
@@ -241,6 +241,18 @@ class LayerNormLSTM(CellType):
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         c_norm = F.layer_norm(c, c.shape[-1:], w["ln_c_gain"], w.get("ln_c_bias"), LN_EPS)
         return torch.sigmoid(o) * torch.tanh(c_norm), c
+
+    def sequence_kernel(self, device: torch.device, bias: bool) -> Callable | None:
+        return self._cpu_kernel if device.type == "cpu" and bias else None
+
+    def _cpu_kernel(self, x: Tensor, state: State, w: Weights, lengths: Tensor | None) -> tuple[Tensor, State]:
+        from .lnlstm_sequence import lnlstm_sequence
+
+        h, c = lnlstm_sequence(self.project(x, w), state[0], state[1], w["weight_hh"], w["ln_hh_gain"],
+                               w["ln_hh_bias"], w["ln_c_gain"], w["ln_c_bias"])
+        if lengths is None:
+            return h, (h[-1], c[-1])
+        return h, (last_valid(h, lengths), last_valid(c, lengths))
 
 
 class MultiplicativeLSTM(CellType):
