@@ -1,4 +1,4 @@
-"""Build the optional C speed-up (fused GRU and LN-LSTM steps, minGRU/minLSTM time loops); the rest is in pyproject.toml.
+"""Build the optional C speed-up (fused GRU and LN-LSTM steps, minGRU/minLSTM loops); the rest is in pyproject.toml.
 
 The extension is optional: where no C compiler is found the install still succeeds, with a
 warning, and rnnkit runs the same GRU steps as torch ops (``rnnkit.gru_sequence``) and minGRU/minLSTM

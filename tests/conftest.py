@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -52,3 +53,14 @@ def one_line(excinfo: pytest.ExceptionInfo) -> str:
     msg = str(excinfo.value)
     assert msg and "\n" not in msg, f"not a one-line message: {msg!r}"
     return msg
+
+
+@contextlib.contextmanager
+def torch_steps(module):
+    """Within it, ``module`` (a sequence kernel's, e.g. rnnkit.nn.gru_sequence) runs its steps as torch ops,
+    as it does where the optional C extension is missing."""
+    saved, module.kernels = module.kernels, None
+    try:
+        yield
+    finally:
+        module.kernels = saved

@@ -2,13 +2,13 @@
 
 (The layer tests in test_layers.py run it through rnnkit.GRU across every option.)"""
 
-import contextlib
 import os
 import shutil
 import sysconfig
 
 import pytest
 import torch
+from conftest import torch_steps
 from torch import nn
 
 import rnnkit
@@ -78,15 +78,6 @@ def test_kernels_built_where_a_compiler_is():
     assert gru_seq_module.kernels is not None, "a C compiler is present but rnnkit.nn._gru_kernels was not built"
 
 
-@contextlib.contextmanager
-def torch_steps():
-    saved, gru_seq_module.kernels = gru_seq_module.kernels, None
-    try:
-        yield
-    finally:
-        gru_seq_module.kernels = saved
-
-
 def run_and_grads(model, x, h0, loss_of):
     for t in (x, h0):
         t.grad = None
@@ -143,7 +134,7 @@ def test_c_steps_match_torch_steps(precision):
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         fast = run_and_grads(model, x, h0, loss_of)
         fast = [t.clone() for t in fast]
-        with torch_steps():
+        with torch_steps(gru_seq_module):
             slow = run_and_grads(model, x, h0, loss_of)
     for a, b in zip(fast, slow, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

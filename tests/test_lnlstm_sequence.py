@@ -4,11 +4,11 @@ autograd, and its C steps against the cell's step loop.
 (test_new_lstm_cells.py checks the layer, through this kernel, against the paper's equations in float64;
 the registry-wide tests run it with padding, packing and every layer option.)"""
 
-import contextlib
 import copy
 
 import pytest
 import torch
+from conftest import torch_steps
 
 import rnnkit.nn.lnlstm_sequence as module
 from rnnkit.nn.layers import make_layer
@@ -36,15 +36,6 @@ def test_gradient_through_only_one_output(use):
     h, c = LNLSTMSequence.apply(*inputs, torch.float64)
     ((h if use == "h" else c) ** 2).sum().backward()
     assert all(t.grad is not None and t.grad.isfinite().all() for t in inputs)
-
-
-@contextlib.contextmanager
-def torch_steps():
-    saved, module.kernels = module.kernels, None
-    try:
-        yield
-    finally:
-        module.kernels = saved
 
 
 def run(layer, x, h0, c0):
@@ -98,7 +89,7 @@ def test_c_steps_match_torch_steps(precision):
     layer, x, h0, c0 = layer_and_inputs()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         fast = run(layer, x, h0, c0)
-        with torch_steps():
+        with torch_steps(module):
             slow = run(layer, x, h0, c0)
     # under bf16 a float32 difference in the last bits can round a product's operand to the next bf16 value
     tolerance = {"atol": 1e-4, "rtol": 1e-3} if precision == "fp32" else {"atol": 1e-2, "rtol": 1e-2}
