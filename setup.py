@@ -1,8 +1,8 @@
 """Build the optional C speed-up (fused GRU and LN-LSTM steps, minGRU/minLSTM loops); the rest is in pyproject.toml.
 
 The extension is optional: where no C compiler is found the install still succeeds, with a
-warning, and rnnkit runs the same GRU steps as torch ops (``rnnkit.gru_sequence``) and minGRU/minLSTM
-through their log-space scan (``rnnkit.nn.scan_sequence``).
+warning, and rnnkit runs the same GRU and LN-LSTM steps as torch ops (``rnnkit.nn.gru_sequence``,
+``rnnkit.nn.lnlstm_sequence``) and minGRU/minLSTM through their log-space scan (``rnnkit.nn.scan_sequence``).
 """
 
 import sys
