@@ -249,6 +249,20 @@ def test_a_failed_start_leaves_nothing_behind(small_corpus, tmp_path):
     assert list(empty.iterdir()) == []
 
 
+def test_a_failed_start_through_the_python_api_leaves_nothing_behind(small_corpus, tmp_path):
+    """The Python API cleans up as the CLI does: the folder it made, or its own files in an empty one."""
+    import rnnkit
+    from rnnkit.errors import RnnkitError
+
+    made, empty = tmp_path / "made", tmp_path / "empty"
+    empty.mkdir()
+    for out in (made, empty):
+        with pytest.raises(RnnkitError, match="text too short"):
+            rnnkit.train(str(small_corpus), out=out, hidden=8, batch_size=100000, max_steps=1, progress=False)
+    assert not made.exists()
+    assert list(empty.iterdir()) == []
+
+
 def test_a_start_of_another_commands_run_is_refused(small_corpus, tmp_path, finished):
     """A folder a start died in (kill -9 before the first checkpoint: only its marker and data) may be started
     again by the same command, not taken over by another task's."""

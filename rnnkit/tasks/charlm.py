@@ -46,7 +46,7 @@ from ..nn.stepping import SAMPLE_PRECISIONS, StepGenerator
 from ..training import distributed
 from ..training.checkpoint import load_checkpoint
 from ..training.config import TrainConfig, field_default, resolve_device, resolve_precision
-from ..training.fit import fit, prepare_run_folder, run_task
+from ..training.fit import fit, prepare_run_folder, removes_failed_start, run_task
 from ..training.fit import resume as resume_run
 from ..training.task import Task, register_task
 from ..training.trainer import TrainResult, autocast, checkpoint_meta
@@ -541,6 +541,7 @@ def _split(options: dict[str, Any]) -> tuple[ModelConfig, DataConfig, TrainConfi
     return parts[0], parts[1], parts[2]
 
 
+@removes_failed_start
 def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = None,
           resume: str | Path | None = None, progress: bool | None = None,
           **options: Any) -> tuple[CharLM, TrainResult]:

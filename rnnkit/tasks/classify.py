@@ -72,7 +72,7 @@ from ..nn.regularisation import LayerRegularisation
 from ..plotting import new_figure, save_figure
 from ..training.checkpoint import load_checkpoint
 from ..training.config import TrainConfig
-from ..training.fit import fit, prepare_run_folder
+from ..training.fit import fit, prepare_run_folder, removes_failed_start
 from ..training.fit import resume as resume_run
 from ..training.task import Task, register_task
 from ..training.trainer import TrainResult, checkpoint_meta
@@ -488,6 +488,7 @@ class Classifier:
         self.vectors_found = 0  # vocabulary tokens that got a pretrained vector (or LM embedding)
 
     # --- fitting ---------------------------------------------------------------------------
+    @removes_failed_start
     def fit(self, data: LabelledText | Sources, val: LabelledText | Sources | None = None,
             **load_options: Any) -> Classifier:
         """Train on ``data``; validate on ``val``, or on a stratified ``val_fraction`` of ``data``.

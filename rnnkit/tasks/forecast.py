@@ -52,7 +52,7 @@ from ..nn.regularisation import LayerRegularisation
 from ..plotting import new_figure, save_figure
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.config import TrainConfig
-from ..training.fit import fit, prepare_run_folder
+from ..training.fit import fit, prepare_run_folder, removes_failed_start
 from ..training.fit import resume as resume_run
 from ..training.task import Task, register_task
 from ..training.trainer import TrainResult, checkpoint_meta
@@ -437,6 +437,7 @@ class Forecaster:
                                 past_covariates=past_covariates, future_covariates=future_covariates)
         return self._fit_series(series, horizon, fill, season_length)
 
+    @removes_failed_start
     def _fit_series(self, series: ts.SeriesSet, horizon: int, fill: str, m: int | None) -> Forecaster:
         with torch_threads(self.num_threads):
             return self._fit_series_inner(series, horizon, fill, m)

@@ -57,7 +57,7 @@ from ..nn.layers import make_layer
 from ..nn.regularisation import LayerRegularisation
 from ..training.checkpoint import load_checkpoint
 from ..training.config import TrainConfig
-from ..training.fit import fit, prepare_run_folder
+from ..training.fit import fit, prepare_run_folder, removes_failed_start
 from ..training.fit import resume as resume_run
 from ..training.task import Task, register_task
 from ..training.trainer import TrainResult
@@ -428,6 +428,7 @@ class MusicModel:
         self._pieces: dict[str, list[np.ndarray]] | None = None
 
     # --- training ------------------------------------------------------------------------------
+    @removes_failed_start
     def fit(self, data: Any, *, steps_per_beat: int = 4, frame_rate: float | None = None,
             valid_share: float = 0.1) -> MusicModel:
         """Train on a ``.mat`` set, MIDI files/folders (see :func:`read_pieces`), or ``{"train": rolls, ...}``."""

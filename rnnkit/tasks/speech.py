@@ -65,7 +65,7 @@ from ..nn.layers import make_layer
 from ..nn.regularisation import LayerRegularisation
 from ..training.checkpoint import load_checkpoint
 from ..training.config import TrainConfig
-from ..training.fit import fit, prepare_run_folder
+from ..training.fit import fit, prepare_run_folder, removes_failed_start
 from ..training.fit import resume as resume_run
 from ..training.task import Task, register_task
 from ..training.trainer import TrainResult, checkpoint_meta
@@ -723,6 +723,7 @@ class SpeechRecognizer:
         self.run_dir: Path | None = None
 
     # --- training --------------------------------------------------------------------------
+    @removes_failed_start
     def fit(self, data: str | os.PathLike, format: str = "transcripts", split: str = "train",
             speakers: Iterable[str] | None = None, exclude_speakers: Iterable[str] | None = None,
             transcript: str = "words") -> SpeechRecognizer:

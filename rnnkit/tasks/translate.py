@@ -61,7 +61,7 @@ from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
 from ..training.checkpoint import load_checkpoint
 from ..training.config import TrainConfig
-from ..training.fit import fit, prepare_run_folder
+from ..training.fit import fit, prepare_run_folder, removes_failed_start
 from ..training.fit import resume as resume_run
 from ..training.task import Task, register_task
 from ..training.trainer import TrainResult, checkpoint_meta
@@ -484,6 +484,7 @@ class Translator:
         self.run_dir: Path | None = None
 
     # --- training ------------------------------------------------------------------------------
+    @removes_failed_start
     def fit(self, src: str | Path, tgt: str | Path | None = None, val_src: str | Path | None = None,
             val_tgt: str | Path | None = None) -> Translator:
         """Read the pairs, train the subword model on the training text, then the network.

@@ -15,6 +15,7 @@ nothing of the user's is overwritten.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -162,6 +163,16 @@ def failed_starts_removed() -> Iterator[Callable[[], None]]:
             del _readied[folder]
 
 
+def removes_failed_start(train: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorates a task's Python training entry (``rnnkit.train``, ``Classifier.fit``, ...) so that, as the
+    CLI does, a failure leaves no half-made run folder behind (:func:`failed_starts_removed`)."""
+    @functools.wraps(train)
+    def train_or_clean_up(*args: Any, **kwargs: Any) -> Any:
+        with failed_starts_removed():
+            return train(*args, **kwargs)
+    return train_or_clean_up
+
+
 def _abandon(folder: Path, held_before: set[str] | None) -> None:
     if is_run(folder) or not folder.is_dir():
         return
@@ -286,5 +297,5 @@ def resume(run: str | Path, progress: bool | None = None, expect: type[Task] | N
     return task, fit(task, config, run, resume=True, progress=progress)
 
 
-__all__ = ["failed_starts_removed", "fit", "is_run", "lock_run_folder", "prepare_run_folder", "resume",
-           "unlock_run_folder"]
+__all__ = ["failed_starts_removed", "fit", "is_run", "lock_run_folder", "prepare_run_folder", "removes_failed_start",
+           "resume", "unlock_run_folder"]
