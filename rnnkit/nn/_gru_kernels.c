@@ -221,10 +221,9 @@ static void lnlstm_forward_step(Py_ssize_t B, Py_ssize_t H, Py_ssize_t t, const 
         float *ah = a_hat + grow, *gt = gates + grow;
         rstd[(t * B + b) * 2] = normalise(rec, ah, G, centred);
         const float *us = u_shifted + grow;
-        for (Py_ssize_t j = 0; j < G; j++) {
-            float p = us[j] + gain_hh[j] * ah[j];
-            gt[j] = (j >= 2 * H && j < 3 * H) ? tanh_(p) : sigmoid(p);
-        }
+        for (Py_ssize_t j = 0; j < 2 * H; j++) gt[j] = sigmoid(us[j] + gain_hh[j] * ah[j]);
+        for (Py_ssize_t j = 2 * H; j < 3 * H; j++) gt[j] = tanh_(us[j] + gain_hh[j] * ah[j]);
+        for (Py_ssize_t j = 3 * H; j < G; j++) gt[j] = sigmoid(us[j] + gain_hh[j] * ah[j]);
         const float *c_prev = c + row;
         float *c_next = c + row + B * H;
         for (Py_ssize_t k = 0; k < H; k++) c_next[k] = gt[H + k] * c_prev[k] + gt[k] * gt[2 * H + k];
