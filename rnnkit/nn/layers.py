@@ -308,8 +308,9 @@ class RecurrentLayer(nn.Module):
         """The cell's step over time: ``x`` ``(T, B, I)`` forward; past a sequence's end the state holds."""
         xw = self.cell.project(x, w)  # all steps' input products in one matrix product
         outputs = []
-        for t in range(x.shape[0]):
-            new = self.cell.step(xw[t], state, w)
+        # unbind, not xw[t]: each indexing's backward would write a whole (T, B, G*H) gradient, T^2 in all
+        for t, xw_t in enumerate(xw.unbind(0)):
+            new = self.cell.step(xw_t, state, w)
             if valid is not None:
                 new = tuple(torch.where(valid[t], n, s) for n, s in zip(new, state, strict=True))
             state = new
