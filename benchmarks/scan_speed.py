@@ -12,6 +12,7 @@ the same command runs on branches with and without them. Run it on an idle machi
     python benchmarks/scan_speed.py                        # minGRU vs LSTM, hidden 256, T = 256 ... 4096
     python benchmarks/scan_speed.py --cells mingru minlstm --hidden 512 --seq-lens 1024
     python benchmarks/scan_speed.py --device cuda --cells mingru lnlstm --seq-lens 1024 --batch-size 16 --hidden 768
+    python benchmarks/scan_speed.py --cells lnlstm --impl loop  # a cell's step loop instead of its fast path
     python benchmarks/scan_speed.py --smoke                # tiny sizes for a second: checks the script runs
 """
 
@@ -63,6 +64,8 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=256, help="hidden size of every layer, and its input size")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3, help="timed steps per layer and length (best is kept)")
+    p.add_argument("--impl", choices=["auto", "loop"], default="auto",
+                   help="the cells' fast path (default) or their step loop, the reference")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat: checks the script runs")
     args = p.parse_args()
@@ -81,7 +84,8 @@ def main() -> None:
     print(f"# scan speed: {machine()}")
     print(f"# command: python {shlex.join(sys.argv)}")
     print(f"# one layer, hidden {args.hidden} (input {args.hidden}), batch {args.batch_size}, fp32, device "
-          f"{args.device}; a training step is forward, backward and an Adam step; best of {args.repeats}")
+          f"{args.device}, impl {args.impl}; a training step is forward, backward and an Adam step; best of "
+          f"{args.repeats}")
     if not cells:
         print("# no registered cell to time")
         return
@@ -92,7 +96,8 @@ def main() -> None:
         x = torch.randn(steps, args.batch_size, args.hidden, device=device, requires_grad=True)
         chars = steps * args.batch_size
         lstm = seconds_per_step(nn.LSTM(args.hidden, args.hidden).to(device), x, args.device)
-        timers = {c: seconds_per_step(make_layer(c, args.hidden, args.hidden).to(device), x, args.device)
+        timers = {c: seconds_per_step(make_layer(c, args.hidden, args.hidden, impl=args.impl).to(device), x,
+                                      args.device)
                   for c in cells}
         best = {c: float("inf") for c in ["lstm", *cells]}
         for _ in range(args.repeats):  # alternate, so that drift in the machine's speed hits all alike
