@@ -41,23 +41,15 @@ run as torch ops. The tests check values and gradients against the cell's step l
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .cells import LN_EPS
 from .gru_sequence import compute_dtype_for
-
-kernels: Any = None  # the optional C extension (setup.py); without it the same steps run as torch ops
-if os.environ.get("RNNKIT_C_KERNELS", "1") != "0":
-    try:
-        from . import _gru_kernels as kernels
-    except ImportError:  # pragma: no cover - depends on the install
-        pass
-
-LN_EPS = 1e-5  # as torch.nn.LayerNorm and the cell
+from .gru_sequence import kernels as kernels  # the same optional extension (None without it, or switched off)
 
 
 def _use_kernels(states: Tensor, compute_dtype: torch.dtype) -> bool:
@@ -161,11 +153,11 @@ def _forward_steps_torch(w_hh_c: Tensor, gain_hh: Tensor, gain_c: Tensor, shift_
     w_hh_ct = w_hh_c.t()
     for t in range(gates.shape[0]):
         _normalise(torch.mm(h_c[t], w_hh_ct).to(dtype), a_hat[t], rstd[t, :, :1])
-        torch.addcmul(u_shifted[t], a_hat[t], gain_hh, out=gates[t]).sigmoid_()
-        g = gates[t, :, 2 * hidden: 3 * hidden]
-        g.copy_(torch.tanh(torch.addcmul(u_shifted[t, :, 2 * hidden: 3 * hidden], a_hat[t, :, 2 * hidden: 3 * hidden],
-                                         gain_hh[2 * hidden: 3 * hidden])))
-        i, f, o = gates[t, :, :hidden], gates[t, :, hidden: 2 * hidden], gates[t, :, 3 * hidden:]
+        torch.addcmul(u_shifted[t], a_hat[t], gain_hh, out=gates[t])
+        i, f, g, o = gates[t].split(hidden, dim=1)
+        gates[t, :, : 2 * hidden].sigmoid_()
+        g.tanh_()
+        o.sigmoid_()
         torch.addcmul(f * c[t], i, g, out=c[t + 1])
         _normalise(c[t + 1], c_hat[t], rstd[t, :, 1:])
         torch.addcmul(shift_c, c_hat[t], gain_c, out=tanh_n[t]).tanh_()
