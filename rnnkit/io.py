@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
-    """Call ``write(tmp_path)``, then rename onto ``path``: readers never see a half-written file."""
+    """Call ``write(tmp_path)``, then rename onto ``path``: readers never see a half-written file.
+
+    A symbolic link keeps being one: its target is the file replaced. Something that is not a
+    regular file (``/dev/stdout``, a named pipe) cannot be replaced by a rename and is written in
+    place.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    if path.exists() and not path.is_file():
+        write(str(path))
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -24,6 +39,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def output_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """The folder ``path``, made if missing; if the block fails, a folder made here is removed again,
+    so that a failed command leaves no empty or half-filled output folder behind."""
+    path = Path(path)
+    made = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if made:
+            shutil.rmtree(path, ignore_errors=True)
         raise
 
 

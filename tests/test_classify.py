@@ -170,6 +170,11 @@ def test_cli_train_eval_predict_resume(tmp_path):
     first = rnnkit_cli("classify", "train", data, "--out", run, "--max-steps", "20", *FAST_CLI)
     assert first.returncode == 0, first.stderr
     assert {"best.pt", "last.pt", "loss.png", "vocab.json", "data.safetensors"} <= {p.name for p in run.iterdir()}
+    vocab, last = (run / "vocab.json").read_bytes(), (run / "last.pt").read_bytes()
+    (run / "vocab.json").write_bytes(vocab[:20])  # read only after training: refused before the run changes
+    assert_one_line_error(rnnkit_cli("classify", "train", "--resume", run, "--max-steps", "140"), "vocab.json")
+    assert (run / "last.pt").read_bytes() == last
+    (run / "vocab.json").write_bytes(vocab)
     more = rnnkit_cli("classify", "train", "--resume", run, "--max-steps", "140")
     assert more.returncode == 0, more.stderr
     assert "steps 140" in more.stdout

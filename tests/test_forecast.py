@@ -129,6 +129,14 @@ def test_backtest_unfitted_fits_before_start_and_reports_baselines(tmp_path):
     assert (tmp_path / "bt.png").stat().st_size > 1000
 
 
+def test_backtest_with_no_origin_is_refused_before_training():
+    df, kw = ts.builtin_dataset("airline")
+    f = Forecaster(hidden=8, max_steps=40, progress=False)
+    with pytest.raises(RnnkitError, match="no forecast origin") as e:
+        f.backtest(df, start=len(df) - 2, horizon=3, **kw)
+    assert "\n" not in str(e.value) and f.net is None
+
+
 # --- the command line ------------------------------------------------------------------------
 
 def test_cli_backtest_builtin_default_runs_anywhere(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -166,7 +167,16 @@ def test_full_disk_keeps_the_last_good_checkpoint_and_stops_in_one_line(finished
     (["forecast", "predict", "{run}", "--output", "{dir}"], "is a folder"),
     (["train", "{data}", "--out", "{file}"], "is a file, not a folder"),
     (["train", "{data}", "--out", "{file}/sub"], "is a file, not a folder"),
-    (["train", "--resume", "{run}", "--out", "{dir}"], "not both")])
+    (["train", "--resume", "{run}", "--out", "{dir}"], "not both"),
+    (["translate", "eval", "{run}", "--src", "{data}", "--ref", "{data}", "--output", "{dir}"], "is a folder"),
+    (["speech", "eval", "{run}", "{dir}", "--output", "{dir}"], "is a folder"),
+    (["sample", "{run}", "--seed", "99999999999999999999999"], "argument --seed: must be in 0.."),
+    (["music", "generate", "{run}", "--out", "{dir}/m.mid", "--seed", "-1"], "argument --seed: must be in 0.."),
+    (["classify", "cv", "{data}", "--fold-seed", "-1"], "argument --fold-seed: must be in 0.."),
+    (["train", "{data}", "--min-lr-ratio", "2"], "argument --min-lr-ratio: must be in [0, 1]"),
+    (["detect", "{data}", "--z", "inf"], "argument --z: must be positive and finite"),
+    (["gradflow", "--cell", "rnn:orthogonal:1e39", "--corpus", "{data}", "--hidden", "8", "--out", "{dir}/g.png"],
+     "overflows the recurrent weights")])
 def test_output_paths_are_checked_before_any_work(args, message, tmp_path, small_corpus, finished):
     (tmp_path / "dir").mkdir()
     (tmp_path / "file").write_text("x")
@@ -174,6 +184,50 @@ def test_output_paths_are_checked_before_any_work(args, message, tmp_path, small
     start = time.time()
     assert_one_line_error(rnnkit_cli(*[a.format(**fill) for a in args]), message)
     assert time.time() - start < 60
+
+
+def test_eval_checks_every_file_before_reporting_any(finished, small_corpus, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    proc = rnnkit_cli("eval", finished, small_corpus, tmp_path / "empty.txt")
+    assert_one_line_error(proc, "empty.txt")
+    assert proc.stdout == ""
+
+
+def test_a_damaged_best_checkpoint_is_refused_before_a_resume_changes_the_run(finished, tmp_path):
+    run = copy_run(finished, tmp_path / "r")
+    (run / "best.pt").write_bytes((run / "best.pt").read_bytes()[:300])  # fit reads it only after training
+    last = (run / "last.pt").read_bytes()
+    assert_one_line_error(rnnkit_cli("train", "--resume", run, "--max-steps", "40"), "best.pt", "remove it")
+    assert (run / "last.pt").read_bytes() == last
+
+
+def test_written_outputs_keep_links_and_special_files_and_failures_leave_no_folder(tmp_path):
+    from rnnkit.io import atomic_write_text, output_folder
+
+    target, link = tmp_path / "target.txt", tmp_path / "link.txt"
+    target.write_text("old")
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+
+    fifo = tmp_path / "fifo"  # like /dev/stdout: written in place, never replaced by a regular file
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        atomic_write_text(fifo, "through the pipe")
+        assert os.read(reader, 100) == b"through the pipe"
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+    for made_here in (True, False):
+        folder = tmp_path / f"out{made_here}"
+        if not made_here:
+            folder.mkdir()
+        with pytest.raises(OSError), output_folder(folder) as out:
+            (out / "half.html").write_text("<html>")
+            raise OSError(28, "No space left on device")
+        assert folder.exists() != made_here
 
 
 def test_eval_leaves_out_characters_the_model_cannot_score(finished, tmp_path):

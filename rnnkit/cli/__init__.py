@@ -43,7 +43,7 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    return _number(text, float, lambda v: v > 0, "positive")
+    return _number(text, float, lambda v: 0 < v < float("inf"), "positive and finite")
 
 
 def non_negative_float(text: str) -> float:
@@ -128,7 +128,14 @@ def _run(argv: list[str] | None) -> int:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"rnnkit: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
-    except MemoryError:
-        print("rnnkit: error: out of memory: choose a smaller model or batch", file=sys.stderr)
+    except (MemoryError, RuntimeError) as e:
+        # torch reports a failed allocation as a RuntimeError (OutOfMemoryError on a GPU)
+        if not isinstance(e, MemoryError) and not _out_of_memory(e):
+            raise
+        print("rnnkit: error: out of memory: choose a smaller model, batch or length", file=sys.stderr)
         return 1
     return 0
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    return type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)

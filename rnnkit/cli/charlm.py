@@ -10,7 +10,7 @@ from ..nn.cells import cell_names
 from ..nn.regularisation import AWD_OPTIONS, AWDRegularisation
 from ..training.config import TrainConfig
 from . import fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
-from .options import TRAIN_OPTIONS, add_config_options, resume_options
+from .options import TRAIN_OPTIONS, add_config_options, resume_options, seed_value
 
 ORDER = 10  # place in --help
 
@@ -60,7 +60,7 @@ def register(sub) -> None:
     s.add_argument("--top-p", type=positive_float)
     s.add_argument("--greedy", action="store_true", help="always take the most likely character")
     s.add_argument("--stop", help="stop after this text appears")
-    s.add_argument("--seed", type=int)
+    s.add_argument("--seed", type=seed_value)
     s.add_argument("--num-samples", type=positive_int, default=1)
     s.add_argument("--checkpoint", choices=["best", "last"], default="best")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
@@ -156,14 +156,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
         given = [k for k in DYNAMIC_OPTIONS if getattr(args, k) is not None]
         if given:
             raise RnnkitError(f"--{given[0].replace('_', '-')} is a setting of dynamic evaluation: add --dynamic")
-    files = resolve_corpus(args.files)
+    texts = [(f, read_text(f, args.encoding)) for f in resolve_corpus(args.files)]  # every file's errors first
     model = CharLM.load(args.run, args.checkpoint, device=args.device)
     if dynamic is not None:
         dynamic = dynamic.resolve(model, progress=None)  # gradient statistics once, for every file
         print(dynamic.describe())
     total_loss = total_dynamic = total_chars = 0.0
-    for f in files:
-        m = model.evaluate(read_text(f, args.encoding), dynamic=dynamic, progress=None)
+    for f, text in texts:
+        m = model.evaluate(text, dynamic=dynamic, progress=None)
         skipped = f"  ({m['skipped']:.0f} characters outside the vocabulary left out)" if m["skipped"] else ""
         adapted = f"  dynamic loss {m['dynamic_loss']:.4f}  bpc {m['dynamic_bpc']:.3f}" if dynamic else ""
         print(f"{f}: {m['chars']:.0f} chars  loss {m['loss']:.4f}  bpc {m['bpc']:.3f}{adapted}{skipped}", flush=True)

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RnnkitError
+from ..io import output_folder
 from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, non_negative_int, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, resume_options
+from .options import TRAIN_OPTIONS, add_config_options, resume_options, seed_value
 
 ORDER = 40  # place in --help
 
@@ -116,7 +117,7 @@ def register(sub) -> None:
                          "K folds`.")
     cv.add_argument("data", nargs="+", metavar="DATA", help="a table file, a folder, or LABEL=FILE pairs")
     cv.add_argument("--folds", type=int, default=10, help="default 10")
-    cv.add_argument("--fold-seed", type=int, default=0, help="seed of the fold assignment (default 0)")
+    cv.add_argument("--fold-seed", type=seed_value, default=0, help="seed of the fold assignment (default 0)")
     cv.add_argument("--model", choices=["rnn", "nbsvm", "tfidf-lr"], default="rnn",
                     help="rnn (default), or a classic baseline: NBSVM uni+bigrams or TF-IDF logistic regression")
     cv.add_argument("--baselines", action="store_true", help="also run both baselines on the same folds")
@@ -209,8 +210,9 @@ def cmd_explain(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path(args.run) / "explain"
     if out.exists() and not out.is_dir():
         raise RnnkitError(f"--out {out} is a file, not a folder")
-    e.save_html(out / "explain.html")
-    e.save_png(out / "explain.png")
+    with output_folder(out):
+        e.save_html(out / "explain.html")
+        e.save_png(out / "explain.png")
     print(f"{e.label} {e.probability:.4f} ({e.method}; positive: for the label)")
     for token, s in zip(e.tokens, e.scores, strict=True):
         print(f"{s:+.4f}  {token}")

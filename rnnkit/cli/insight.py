@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import RnnkitError
 from ..training.config import TrainConfig
 from . import non_negative_int, png_file, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
+from .options import TRAIN_OPTIONS, add_config_options, given, resume_options, seed_value
 
 INITS = ["default", "orthogonal", "identity", "forget1", "chrono"]
 LONGLAG_TRAIN = TRAIN_OPTIONS
@@ -40,7 +40,7 @@ def register(sub) -> None:
     g.add_argument("--windows", type=positive_int, default=32, help="windows averaged over (default 32)")
     g.add_argument("--burn-in", type=non_negative_int, default=100,
                    help="characters run before each window to reach a realistic state (default 100)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed_value, default=0)
     g.add_argument("--out", type=png_file, default="gradflow.png", help="plot file (default gradflow.png)")
     g.set_defaults(handler=cmd_gradflow)
 

@@ -10,7 +10,7 @@ from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, png_file, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
+from .options import TRAIN_OPTIONS, add_config_options, given, resume_options, seed_value
 
 ORDER = 70  # place in --help
 
@@ -78,7 +78,7 @@ def register(sub) -> None:
     gen.add_argument("--temperature", type=positive_float, default=1.0,
                      help="divide every key's logit by this: below 1 safer, above 1 wilder (default 1)")
     gen.add_argument("--prime", help="MIDI file whose frames start the piece (kept in the output)")
-    gen.add_argument("--seed", type=int, help="random seed (default: a fresh one)")
+    gen.add_argument("--seed", type=seed_value, help="random seed (default: a fresh one)")
     gen.set_defaults(handler=cmd_generate)
 
     ev = msub.add_parser("eval", help="NLL per frame and frame accuracy of a trained run",

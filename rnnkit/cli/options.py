@@ -40,6 +40,9 @@ def value_type(kind: type, rule: str | None):
     return parse
 
 
+seed_value = value_type(int, "seed")  # for the seeds of commands that do not train (sample, generate, folds)
+
+
 def add_config_options(group: Any, cls: type = TrainConfig, names: tuple[str, ...] | None = None,
                        defaults: dict[str, Any] | None = None) -> None:
     """Add ``--name`` for each field of ``cls`` in ``names`` (default: every command-line field), default None.

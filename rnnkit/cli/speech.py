@@ -9,7 +9,7 @@ from ..errors import RnnkitError
 from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
-from . import fraction, png_file, positive_float, positive_int
+from . import fraction, output_file, png_file, positive_float, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
 
 ORDER = 60  # place in --help
@@ -120,7 +120,8 @@ def register(sub) -> None:
     ev.add_argument("run", metavar="RUN", help="run folder from `rnnkit speech train`")
     _data_options(ev, "test")
     _decoding_options(ev)
-    ev.add_argument("--output", help="write path<TAB>reference<TAB>hypothesis per utterance to this TSV")
+    ev.add_argument("--output", type=output_file,
+                    help="write path<TAB>reference<TAB>hypothesis per utterance to this TSV")
     ev.set_defaults(handler=cmd_eval)
 
 

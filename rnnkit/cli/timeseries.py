@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RnnkitError
+from ..io import atomic_write
 from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
@@ -271,8 +272,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 def _write_csv(df, path: str | None) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(path, index=False)
+        atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
         print(f"wrote {path} ({len(df)} rows)")
     else:
         df.to_csv(sys.stdout, index=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import RnnkitError
 from ..nn.cells import cell_names
 from ..training.config import TrainConfig
-from . import _number, fraction, png_file, positive_float, positive_int
+from . import _number, fraction, output_file, png_file, positive_float, positive_int
 from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
 
 ORDER = 50  # place in --help
@@ -82,7 +82,8 @@ def register(sub) -> None:
     p.add_argument("--n-best", type=positive_int, default=1,
                    help="print the N best translations of each sentence as `index<TAB>score<TAB>text` (N <= --beam)")
     p.add_argument("--input", help="translate this file (one sentence a line, gzip accepted) instead")
-    p.add_argument("--output", help="write the translations here (written whole at the end) instead of stdout")
+    p.add_argument("--output", type=output_file,
+                   help="write the translations here (written whole at the end) instead of stdout")
     p.add_argument("--attention", metavar="PNG", type=png_file, help="draw the source-target alignment of one sentence")
     p.set_defaults(handler=cmd_predict)
 
@@ -93,7 +94,7 @@ def register(sub) -> None:
     e.add_argument("--src", required=True, help="source sentences, one a line (gzip accepted)")
     e.add_argument("--ref", required=True, help="reference translations, aligned with --src")
     _decoding_options(e)
-    e.add_argument("--output", help="also write the translations to this file")
+    e.add_argument("--output", type=output_file, help="also write the translations to this file")
     e.set_defaults(handler=cmd_eval)
 
 

@@ -169,7 +169,10 @@ def build_untrained(spec: Spec, vocab_size: int, hidden: int, layers: int, seed:
             if recurrent is None:
                 raise RnnkitError(f"--cell {spec.cell} has no recurrent weight matrix to scale")
             for k in range(model.rnn.num_layers):
-                model.rnn.layer_weights(k)[recurrent].mul_(spec.scale)
+                weight = model.rnn.layer_weights(k)[recurrent].mul_(spec.scale)
+                if not torch.isfinite(weight).all():
+                    raise RnnkitError(f"init scale {spec.scale:g} overflows the recurrent weights (float32); "
+                                      "use a smaller one")
     return model.eval()
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import RnnkitError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, output_folder
 from ..plotting import new_figure, save_figure
 from ..tasks.charlm import CharLM
 
@@ -307,10 +307,9 @@ def neurons(run: str | Path, text: str, out: str | Path | None = None, unit: str
         scores = [(float(correlations(values, p)[0]), name) for name, p in text_properties(text, properties).items()]
         r, prop = max(scores, key=lambda s: abs(s[0]))
         label = f" (r = {r:+.2f} with {prop})"
-    out = Path(out) if out is not None else default_out(run)
-    out.mkdir(parents=True, exist_ok=True)
-    render_html(rec, unit, out / "neurons.html", label)
-    render_png(rec, unit, out / "neurons.png", png_chars, label=label)
+    with output_folder(Path(out) if out is not None else default_out(run)) as folder:
+        render_html(rec, unit, folder / "neurons.html", label)
+        render_png(rec, unit, folder / "neurons.png", png_chars, label=label)
     return rec, matches, unit
 
 

@@ -19,6 +19,8 @@ Each cell lists the schemes that fit it (``CellType.init_schemes``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -79,8 +81,11 @@ def init_recurrent(layer: RecurrentLayer, scheme: str = "default", t_max: int = 
 
 
 def spectral_radius(weight: torch.Tensor, hidden: int) -> float:
-    """Largest |eigenvalue| among the square gate blocks of a recurrent weight ``(G*H, H)``."""
+    """Largest |eigenvalue| among the square gate blocks of a recurrent weight ``(G*H, H)``; NaN if any
+    entry is not finite (LAPACK's eigenvalue routine may crash the process on such a matrix)."""
     blocks = weight.detach().float().cpu().split(hidden)
+    if not all(torch.isfinite(b).all() for b in blocks):
+        return math.nan
     return max(torch.linalg.eigvals(b).abs().max().item() for b in blocks)
 
 

@@ -303,6 +303,7 @@ class ClassifyTask(Task):
     @classmethod
     def from_config(cls, config: dict[str, Any], run_dir: Path) -> ClassifyTask:
         t, _ = load_tensors(run_dir / DATA, "the run's encoded texts")
+        load_vocab(run_dir)  # read after training: a damaged one is refused before the run changes
         parts = {p: (_unpack(t[f"{p}_ids"], t[f"{p}_offsets"]), t[f"{p}_labels"]) for p in ("train", "val")}
         options = config["options"]
         return cls(ClassifierNet(NetConfig(**config["model"])), parts["train"], parts["val"], options["batch_size"],

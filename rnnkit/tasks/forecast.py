@@ -703,6 +703,9 @@ class Forecaster:
         if self.net is None:
             h = horizon if horizon is not None else 1
             _check_horizon(h)
+            for target, s in zip(series.target, starts, strict=True):  # before training, not after
+                if s > len(target) - h:
+                    raise _no_origin(len(target), s, h)
             train = ts.SeriesSet(series.ids, [ix[:s] for ix, s in zip(series.index, starts, strict=True)],
                                  [a[:s] for a, s in zip(series.target, starts, strict=True)],
                                  [a[:s] for a, s in zip(series.past, starts, strict=True)],
@@ -723,8 +726,7 @@ class Forecaster:
             first = max(starts[i], L)
             origins = np.arange(first, T - H + 1, stride)
             if not len(origins):
-                raise RnnkitError(f"no forecast origin: the series has {T} steps, start is at {starts[i]} and the "
-                                  f"horizon is {H}; start earlier or use a shorter horizon")
+                raise _no_origin(T, starts[i], H)
             zh = np.stack([z[o - L:o] for o in origins])
             ph = np.stack([past[o - L:o] for o in origins])
             fh = np.stack([fut[o - L:o] for o in origins])
@@ -871,6 +873,11 @@ def _jsonable(v: Any) -> Any:
 def _check_horizon(horizon: int) -> None:
     if not isinstance(horizon, (int, np.integer)) or horizon <= 0:
         raise RnnkitError(f"the horizon must be a positive number of steps, got {horizon}")
+
+
+def _no_origin(steps: int, start: int, horizon: int) -> RnnkitError:
+    return RnnkitError(f"no forecast origin: the series has {steps} steps, start is at {start} and the "
+                       f"horizon is {horizon}; start earlier or use a shorter horizon")
 
 
 def _start_position(start: float | int | str | pd.Timestamp, index: pd.DatetimeIndex) -> int:

@@ -30,6 +30,8 @@ def _check(value: Any, rule: str) -> str | None:
         return f"must be >= 0, got {value}"
     if rule == "fraction" and not 0 <= value < 1:
         return f"must be in [0, 1), got {value}"
+    if rule == "unit" and not 0 <= value <= 1:
+        return f"must be in [0, 1], got {value}"
     if rule == "seed" and not 0 <= value <= SEED_MAX:
         return f"must be in 0..{SEED_MAX}, got {value}"
     return None
@@ -37,7 +39,7 @@ def _check(value: Any, rule: str) -> str | None:
 
 def option(default: Any, help: str, check: str | None = None, choices: tuple[str, ...] | None = None,
            cli: bool = True) -> Any:
-    """A config field with its help text and check (``positive``, ``nonneg``, ``fraction``, ``seed``)."""
+    """A config field with its help text and check (``positive``, ``nonneg``, ``fraction``, ``unit``, ``seed``)."""
     return field(default=default, metadata={"help": help, "check": check, "choices": choices, "cli": cli})
 
 
@@ -71,7 +73,7 @@ class TrainConfig:
     weight_decay: float = option(0.0, "AdamW weight decay (decoupled; the task says which parameters take it)",
                                  "nonneg")
     warmup_steps: int = option(50, "linear learning-rate warmup steps", "nonneg")
-    min_lr_ratio: float = option(0.05, "the cosine decay ends at lr times this", "nonneg")
+    min_lr_ratio: float = option(0.05, "the cosine decay ends at lr times this", "unit")
     grad_clip: float | None = option(1.0, "clip the global gradient norm to this", "positive")
     grad_clip_value: float | None = option(None, "clip each gradient element to ±this", "positive")
     ema: float | None = option(None, "evaluate and keep a moving average of the weights with this decay per step "

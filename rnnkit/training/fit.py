@@ -230,6 +230,11 @@ def _fit_locked(task: Task, config: TrainConfig, out: Path, resume: bool, progre
     meta = {"task": task.name, **description}
     trainer = Trainer(task, config, out, meta, progress, plot)
     if resume:
+        if task.select_best and (out / "best.pt").exists():
+            try:  # read after training: a damaged one is refused before the run changes
+                load_checkpoint(out / "best.pt")
+            except RnnkitError as e:
+                raise RnnkitError(f"{e}; remove it to resume without the best weights so far") from None
         trainer.resume(out / "last.pt")
         if trainer.fraction_done() >= 1.0:
             raise RnnkitError(f"{out} already finished its budget; give a larger --max-time, --max-steps or "
