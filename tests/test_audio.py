@@ -112,6 +112,12 @@ def test_missing_empty_and_non_audio_files_are_one_line_errors(tmp_path):
     assert "empty.wav" in one_line(e)
     with pytest.raises(RnnkitError, match="directory"):
         load_audio(tmp_path)
+    cut = tmp_path / "cut.wav"
+    save_audio(cut, np.zeros(8000, np.float32), 8000)
+    cut.write_bytes(cut.read_bytes()[:100])  # a cut download: the header promises 16,044 bytes
+    with pytest.raises(RnnkitError, match="truncated") as e:
+        load_audio(cut)
+    assert "cut.wav" in one_line(e)
 
 
 def test_stdlib_reader_errors_are_one_line(tmp_path):

@@ -259,6 +259,9 @@ def test_api_bad_input_is_one_line(tmp_path, trained):
     with pytest.raises(RnnkitError) as e:
         Classifier().fit(LabelledText(["a", "b", "c", "d"], ["x", "x", "x", "x"]))
     assert "only the label 'x'" in one_line(e)
+    with pytest.raises(RnnkitError) as e:
+        trained.explain("  ")
+    assert "nothing to explain" in one_line(e)
 
 
 @pytest.mark.skipif(not (RT / "rt-polarity.pos").exists(), reason="shared rt-polarity data not present")

@@ -80,6 +80,9 @@ def test_covariates_past_and_future(tmp_path):
         f.predict(future=fut.iloc[:1])
     with pytest.raises(RnnkitError, match="past covariates"):
         Forecaster(mode="autoregressive", max_steps=5).fit(df, target="y", horizon=2, past_covariates="temp")
+    plain = Forecaster(input_len=12, hidden=8, max_steps=5, progress=False).fit(df, target="y", horizon=2)
+    with pytest.raises(RnnkitError, match="no known-ahead covariates"):
+        plain.predict(future=fut)
 
 
 def test_save_load_round_trip(fitted, tmp_path):

@@ -89,6 +89,19 @@ def resample(samples: torch.Tensor | np.ndarray, orig_rate: int, new_rate: int) 
     return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
 
 
+def _refuse_truncated_wav(path: Path) -> None:
+    """A WAV file shorter than its RIFF header says (a cut download or copy) would read as a few
+    samples without complaint; streaming writers' placeholder sizes (0, 2**32 - 1) are not checked."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    declared = int.from_bytes(head[4:8], "little")
+    size = path.stat().st_size
+    if 4 < declared < 0xFFFFFFFF and size < declared + 8:
+        raise RnnkitError(f"{path} is truncated: its header says {declared + 8:,} bytes, the file has {size:,}")
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
     """One audio file as a mono float32 tensor in [-1, 1] and its rate (``sample_rate`` if given).
 
@@ -100,6 +113,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         raise RnnkitError(f"no such audio file: {path}")
     if path.is_dir():
         raise RnnkitError(f"{path} is a directory, not an audio file")
+    _refuse_truncated_wav(path)
     if _soundfile is not None:
         data, rate = _read_soundfile(path)
     else:

@@ -660,6 +660,8 @@ class Classifier:
             raise RnnkitError(f"explanation method must be 'gradient' or 'attention', not {method!r}")
         if method == "attention" and net.cfg.pooling != "attention":
             raise RnnkitError("attention weights need a model trained with --pooling attention; use gradient")
+        if not text.strip():
+            raise RnnkitError("nothing to explain: the text is empty")
         ids = self.encode([text])[0]
         device = next(net.parameters()).device
         net.eval()

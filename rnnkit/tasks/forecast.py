@@ -649,6 +649,9 @@ class Forecaster:
     def _user_future(self, series: ts.SeriesSet, future: Any, horizon: int) -> list[np.ndarray]:
         s = self.spec
         if not s.future_cols:
+            if future is not None:  # silently ignored, a user would believe the covariates were used
+                raise RnnkitError("the model uses no known-ahead covariates: leave out future= (--future); "
+                                  "fit with --future-covariates to use them")
             return [np.zeros((horizon, 0))] * len(series)
         if future is None:
             raise RnnkitError(f"the model uses known-ahead covariates ({', '.join(s.future_cols)}); give their "
