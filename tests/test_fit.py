@@ -194,7 +194,7 @@ def test_every_training_option_is_checked(option, value, message):
 @pytest.mark.parametrize("args,message", [
     (["--weight-decay", "-1"], "must be >= 0"), (["--lr", "inf"], "finite"), (["--seed", str(2**64)], "must be in"),
     (["--warmup-steps", "-5"], "must be >= 0"), (["--max-steps", "nan"], "whole number"),
-    (["--min-lr-ratio", "-0.1"], "must be >= 0")])
+    (["--min-lr-ratio", "-0.1"], "must be in [0, 1]"), (["--min-lr-ratio", "2"], "must be in [0, 1]")])
 def test_bad_training_options_are_one_line_errors_on_every_command(args, message, tmp_path):
     for command in (["train", "--out", tmp_path / "x"], ["forecast", "fit"], ["longlag"]):
         assert_one_line_error(rnnkit_cli(*command, *args), message)

@@ -173,7 +173,6 @@ def test_full_disk_keeps_the_last_good_checkpoint_and_stops_in_one_line(finished
     (["sample", "{run}", "--seed", "99999999999999999999999"], "argument --seed: must be in 0.."),
     (["music", "generate", "{run}", "--out", "{dir}/m.mid", "--seed", "-1"], "argument --seed: must be in 0.."),
     (["classify", "cv", "{data}", "--fold-seed", "-1"], "argument --fold-seed: must be in 0.."),
-    (["train", "{data}", "--min-lr-ratio", "2"], "argument --min-lr-ratio: must be in [0, 1]"),
     (["detect", "{data}", "--z", "inf"], "argument --z: must be positive and finite"),
     (["gradflow", "--cell", "rnn:orthogonal:1e39", "--corpus", "{data}", "--hidden", "8", "--out", "{dir}/g.png"],
      "overflows the recurrent weights")])
