@@ -82,6 +82,10 @@ def test_bad_input():
         Detector(method="magic")
     with pytest.raises(RnnkitError, match="one value column"):
         Detector(max_steps=5).fit(series().assign(other=1.0))
+    for bad in [{"smoothing": float("nan")}, {"refresh": float("nan")}, {"z": float("inf")},
+                {"min_gap": float("nan")}]:  # NaN passed the old `v <= 0` checks and scored every row 0
+        with pytest.raises(RnnkitError, match="must be"):
+            Detector(**bad)
 
 
 def test_cli_detect_writes_csv_and_plot(tmp_path):

@@ -178,6 +178,12 @@ def test_sampling_options(trained):
     assert "".join(streamed) == out[0]
     with pytest.raises(RnnkitError, match="not in the model's vocabulary"):
         model.sample(10, prime="Ω≠")
+    for temperature in (float("nan"), float("inf")):  # NaN sampled only newlines, without complaint
+        with pytest.raises(RnnkitError, match="--temperature must be positive and finite"):
+            model.sample(10, temperature=temperature)
+    for bad in ({"chunk": 0}, {"chunk": -1}, {"streams": 0}):  # chunk -1 reported a loss of 0
+        with pytest.raises(RnnkitError, match="at least 1"):
+            model.evaluate("First Citizen: before we proceed", **bad)
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():

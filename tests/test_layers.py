@@ -281,6 +281,29 @@ def test_wrong_input_rank_raises(shape):
         rnnkit.GRU(INPUT, HIDDEN)(torch.randn(shape))
 
 
+@pytest.mark.parametrize("impl", ["auto", "loop"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_a_wrong_initial_state_or_empty_input_is_refused_before_any_kernel(cell, impl):
+    """torch's fused kernels do not check the state: one too small for the batch corrupted memory."""
+    layer = rnnkit.nn.layers.make_layer(cell, INPUT, HIDDEN, impl=impl)
+    x = torch.randn(T, B, INPUT)
+    good = layer.initial_state(B)
+    parts = good if isinstance(good, tuple) else (good,)
+    for shape in [(1, B - 1, HIDDEN), (1, B, HIDDEN + 1), (2, B, HIDDEN), (B, HIDDEN)]:
+        bad = tuple(torch.zeros(shape) for _ in parts)
+        with pytest.raises(ValueError, match="initial state's shape"):
+            layer(x, bad if len(bad) > 1 else bad[0])
+    with pytest.raises(ValueError, match="state is"):
+        layer(x, (*parts, parts[0]))
+    for empty in [torch.randn(0, B, INPUT), torch.randn(T, 0, INPUT)]:
+        with pytest.raises(ValueError, match="no steps or no sequences"):
+            layer(empty)
+    for lengths in [[2.5] * B, [True] * B, [None] * B]:
+        with pytest.raises(ValueError, match="whole numbers"):
+            layer(x, lengths=lengths)
+    assert layer(x, good)[0].shape == (T, B, HIDDEN)
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_initial_state_shape(mode):
     layer = MODES[mode][0](INPUT, HIDDEN, num_layers=3, bidirectional=True)

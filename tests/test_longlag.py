@@ -75,6 +75,12 @@ def test_models_shapes_and_init():
         LongLagModel("adding", "gru", 8, init="forget1")
 
 
+def test_an_empty_evaluation_set_is_refused_before_training(tmp_path):
+    with pytest.raises(RnnkitError, match="--eval-size must be positive"):
+        run("adding", 10, "gru", out=tmp_path / "run", hidden=8, max_steps=3, eval_size=0, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_training_learns_a_short_adding_problem(tmp_path):
     r = run("adding", 10, "gru", out=tmp_path / "run", hidden=16, max_steps=400, lr=1e-2, eval_size=200,
             progress=False)

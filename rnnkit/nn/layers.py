@@ -35,6 +35,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +129,25 @@ class RecurrentLayer(nn.Module):
     def _internal(state: PublicState) -> State:
         return (state,) if isinstance(state, Tensor) else tuple(state)
 
+    def _state_tensors(self, state: PublicState) -> State:
+        """``state`` as a tuple, refused unless it has the cell's number of tensors (two for an LSTM)."""
+        parts = self._internal(state) if isinstance(state, Tensor | tuple | list) else ()
+        if len(parts) != self.cell.state_size or not all(isinstance(p, Tensor) for p in parts):
+            want = "one tensor" if self.cell.state_size == 1 else f"a tuple of {self.cell.state_size} tensors"
+            raise ValueError(f"the {self.cell.name} state is {want}, got {_describe(state)}")
+        return parts
+
+    def _checked_state(self, state: PublicState, batch: int) -> State:
+        """A given initial state, its shape checked: torch's fused kernels do not check it themselves,
+        and read past the tensor's memory when it is too small."""
+        parts = self._state_tensors(state)
+        want = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        for p in parts:
+            if tuple(p.shape) != want:
+                raise ValueError(f"expected the initial state's shape {want} (layers x directions, batch, "
+                                 f"hidden), got {tuple(p.shape)}")
+        return parts
+
     # --- which implementation ----------------------------------------------------------------
     def _kernel(self, device: torch.device) -> Callable | None:
         return self.cell.sequence_kernel(device, self.bias) if self.impl != "loop" else None
@@ -152,19 +172,23 @@ class RecurrentLayer(nn.Module):
             if lengths is not None:
                 raise ValueError("give lengths= or a PackedSequence, not both")
             return self._forward_packed(input, state)
+        if not isinstance(input, Tensor):
+            raise TypeError(f"expected the input as a tensor, got {type(input).__name__}")
         unbatched = input.dim() == 2
         if unbatched:
             if lengths is not None:
                 raise ValueError("lengths= needs a batched (3-D) input")
             input = input.unsqueeze(0 if self.batch_first else 1)
             if state is not None:
-                state = tuple(s.unsqueeze(1) for s in self._internal(state))
+                state = tuple(s.unsqueeze(1) for s in self._state_tensors(state))
         elif input.dim() != 3:
             raise ValueError(f"expected a 2-D or 3-D input, got {input.dim()}-D")
         if input.shape[-1] != self.input_size:
             raise ValueError(f"expected input size {self.input_size}, got {input.shape[-1]}")
         steps, batch = (input.shape[1], input.shape[0]) if self.batch_first else input.shape[:2]
-        hx = self._internal(state) if state is not None else self._zeros(batch, input)
+        if steps == 0 or batch == 0:
+            raise ValueError(f"the input holds no steps or no sequences: {steps} steps of {batch}")
+        hx = self._checked_state(state, batch) if state is not None else self._zeros(batch, input)
         if lengths is not None:
             lengths = _check_lengths(lengths, steps, batch)
         if self._uses_torch_kernel(input.device):
@@ -193,7 +217,7 @@ class RecurrentLayer(nn.Module):
         if data.shape[-1] != self.input_size:
             raise ValueError(f"expected input size {self.input_size}, got {data.shape[-1]}")
         batch = int(batch_sizes[0])
-        hx = self._internal(state) if state is not None else self._zeros(batch, data)
+        hx = self._checked_state(state, batch) if state is not None else self._zeros(batch, data)
         if self._uses_torch_kernel(data.device):
             if sorted_idx is not None:  # the kernel reads the batch sorted by length
                 hx = tuple(h.index_select(1, sorted_idx) for h in hx)
@@ -330,8 +354,10 @@ class RecurrentLayer(nn.Module):
             raise ValueError("unroll needs a unidirectional layer")
         if x.dim() != 3:
             raise ValueError(f"unroll expects a 3-D batched input, got {x.dim()}-D")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"expected input size {self.input_size}, got {x.shape[-1]}")
         x = x.transpose(0, 1) if self.batch_first else x
-        hx = self._internal(state) if state is not None else self._zeros(x.shape[1], x)
+        hx = self._checked_state(state, x.shape[1]) if state is not None else self._zeros(x.shape[1], x)
         layers: list[list[State]] = []
         for k in range(self.num_layers):
             record: list[State] = []
@@ -362,8 +388,22 @@ def locked_mask(like: Tensor, batch: int, p: float) -> Tensor:
     return like.new_empty(batch, like.shape[-1]).bernoulli_(1 - p).div_(1 - p)
 
 
+def _describe(state: Any) -> str:
+    if isinstance(state, Tensor):
+        return "one tensor"
+    if isinstance(state, tuple | list):
+        return f"a {type(state).__name__} of {len(state)}"
+    return type(state).__name__
+
+
 def _check_lengths(lengths: Tensor | list[int], steps: int, batch: int) -> Tensor:
-    lengths = torch.as_tensor(lengths).detach().to("cpu", torch.int64)
+    try:
+        given = torch.as_tensor(lengths).detach()
+    except (TypeError, RuntimeError, ValueError):
+        raise ValueError(f"lengths must be whole numbers, got {lengths!r}") from None
+    if given.dtype == torch.bool or (given.is_floating_point() and not bool((given == given.round()).all())):
+        raise ValueError(f"lengths must be whole numbers, got {given.tolist()}")
+    lengths = given.to("cpu", torch.int64)
     if lengths.shape != (batch,):
         raise ValueError(f"lengths must hold one value per sequence ({batch}), got shape {tuple(lengths.shape)}")
     if len(lengths) and (lengths.min() < 1 or lengths.max() > steps):

@@ -182,16 +182,16 @@ class Detector:
             raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
         for name, v in (("window", window), ("hidden", hidden), ("layers", layers), ("smoothing", smoothing),
                         ("history", history), ("refresh", refresh), ("warmup", warmup), ("batch_size", batch_size)):
-            if v <= 0:
-                raise RnnkitError(f"{name} must be positive, got {v}")
-        if z is not None and not z > 0:
-            raise RnnkitError(f"z must be positive, got {z}")
+            if not 0 < v < math.inf:  # NaN too
+                raise RnnkitError(f"{name} must be positive and finite, got {v}")
+        if z is not None and not 0 < z < math.inf:
+            raise RnnkitError(f"z must be positive and finite, got {z}")
         unknown = set(train_options) - TRAIN_FIELDS
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
         self.method, self.window, self.hidden, self.layers, self.cell = method, window, hidden, layers, cell
         self.min_gap, self.batch_size, self.num_threads, self.progress = min_gap, batch_size, num_threads, progress
-        if suppress < 0 or min_gap < 0:
+        if not (0 <= suppress < math.inf and 0 <= min_gap < math.inf):
             raise RnnkitError("suppress and min_gap must be >= 0")
         self.scorer = ErrorScorer(smoothing, history, z, refresh, min(warmup, history), suppress)
         self.train_config = TrainConfig(**{"precision": "fp32", "warmup_steps": 20, "lr": 3e-3,

@@ -245,8 +245,8 @@ class CharLM(nn.Module):
         vocab = self._require_vocab()
         if length < 0 or num_samples < 1:
             raise RnnkitError("--length must be >= 0 and --num-samples >= 1")
-        if temperature <= 0 and not greedy:
-            raise RnnkitError("--temperature must be positive (or use --greedy)")
+        if not (0 < temperature < math.inf or greedy):
+            raise RnnkitError(f"--temperature must be positive and finite (or use --greedy), got {temperature}")
         if top_k is not None and top_k < 1:
             raise RnnkitError("--top-k must be >= 1")
         if top_p is not None and not 0 < top_p <= 1:
@@ -278,6 +278,8 @@ def checkpoint_path(run: str | Path, which: str = "best") -> Path:
 def stream_loss(model: CharLM, tokens: np.ndarray, streams: int, chunk: int,
                 device: torch.device) -> float:
     """Mean next-character loss (nats) over ``tokens`` cut into ``streams`` contiguous streams."""
+    if streams < 1 or chunk < 1:
+        raise RnnkitError(f"streams and chunk must be at least 1, got {streams} and {chunk}")
     streams = max(1, min(streams, (len(tokens) - 1) // 2))
     length = (len(tokens) - 1) // streams
     if length < 1:

@@ -223,7 +223,7 @@ class LongLagResult:
         return f"{self.metric_name} {fmt_metric(self.test_metric)} baseline {self.baseline:.3g}"
 
 
-def _check(problem: str, cell: str, length: int, hidden: int, init: str = "default") -> None:
+def _check(problem: str, cell: str, length: int, hidden: int, init: str = "default", eval_size: int = 1) -> None:
     if problem not in PROBLEMS:
         raise RnnkitError(f"--task must be one of {', '.join(PROBLEMS)}, not {problem!r}")
     if cell not in CELLS:
@@ -232,6 +232,8 @@ def _check(problem: str, cell: str, length: int, hidden: int, init: str = "defau
         raise RnnkitError(f"--length must be at least {2 if problem == 'adding' else 1}, got {length}")
     if hidden <= 0:
         raise RnnkitError(f"--hidden must be positive, got {hidden}")
+    if eval_size < 1:
+        raise RnnkitError(f"--eval-size must be positive, got {eval_size}")
     LongLagModel(problem, cell, 2, init=init)  # an unknown or unfitting --init fails here, before any training
 
 
@@ -246,7 +248,7 @@ def run(problem: str = "adding", length: int = 100, cell: str = "lstm", out: str
     log, loss plot, checkpoints.
     The test metric is measured with the best-validation weights.
     """
-    _check(problem, cell, length, hidden, init)
+    _check(problem, cell, length, hidden, init, eval_size)
     if max_time is None and max_steps is None:
         max_time = 60.0
     if out is None:
