@@ -82,6 +82,8 @@ def test_bad_input():
         Detector(method="magic")
     with pytest.raises(RnnkitError, match="one value column"):
         Detector(max_steps=5).fit(series().assign(other=1.0))
+    with pytest.raises(RnnkitError, match="one series"):
+        Detector(max_steps=5).fit(np.ones((50, 2)))  # was flattened into one series, interleaving both
     for bad in [{"smoothing": float("nan")}, {"refresh": float("nan")}, {"z": float("inf")},
                 {"min_gap": float("nan")}]:  # NaN passed the old `v <= 0` checks and scored every row 0
         with pytest.raises(RnnkitError, match="must be"):

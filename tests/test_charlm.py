@@ -181,6 +181,10 @@ def test_sampling_options(trained):
     for temperature in (float("nan"), float("inf")):  # NaN sampled only newlines, without complaint
         with pytest.raises(RnnkitError, match="--temperature must be positive and finite"):
             model.sample(10, temperature=temperature)
+    with pytest.raises(RnnkitError, match="'best' or 'last'"):
+        rnnkit.CharLM.load(trained[0], "latest")  # loaded best.pt before
+    with pytest.raises(RnnkitError, match="unknown device 'tpu'"):
+        rnnkit.CharLM.load(trained[0], device="tpu")
     for bad in ({"chunk": 0}, {"chunk": -1}, {"streams": 0}):  # chunk -1 reported a loss of 0
         with pytest.raises(RnnkitError, match="at least 1"):
             model.evaluate("First Citizen: before we proceed", **bad)

@@ -97,6 +97,8 @@ def test_save_load_round_trip(fitted, tmp_path):
     ({"horizon": 0}, "horizon must be a positive"),
     ({"horizon": 100}, "fewer than the input window"),
     ({"horizon": 2, "target": "missing"}, "no target column"),
+    ({"horizon": 2, "target": []}, "no target column given"),  # was a "non-finite loss" after training
+    ({"horizon": 2, "future_covariates": "y"}, "given twice"),  # the target as its own covariate: a leak
 ])
 def test_bad_fit_input(kwargs, fragment):
     kwargs = {"target": "y", **kwargs}

@@ -255,7 +255,13 @@ def load_series(data: pd.DataFrame | str | Path, target: str | Sequence[str] | N
             raise RnnkitError("no numeric column to use as the target; name it with target= (--target)")
     else:
         target_cols = _as_list(target)
-    for col in target_cols + past_cols + future_cols:
+        if not target_cols:
+            raise RnnkitError("no target column given: name one with target= (--target)")
+    roles = target_cols + past_cols + future_cols
+    twice = sorted({c for c in roles if roles.count(c) > 1})
+    if twice:  # a target among its own covariates would hand the model the answer
+        raise RnnkitError(f"column {twice[0]!r} is given twice (as a target or covariate); each column has one role")
+    for col in roles:
         what = "target" if col in target_cols else "covariate"
         if col not in df.columns:
             raise RnnkitError(f"no {what} column {col!r}; the columns are {', '.join(map(str, df.columns))}")

@@ -213,7 +213,10 @@ class Detector:
     def _values(self, data: pd.DataFrame | str | Path | np.ndarray | pd.Series, value: str | None = None,
                 time_col: str | None = None, fill: str = "interpolate") -> tuple[np.ndarray, pd.Index]:
         if isinstance(data, (np.ndarray, list, tuple)):
-            arr = np.asarray(data, dtype=float).reshape(-1)
+            arr = np.asarray(data, dtype=float)
+            if arr.ndim > 1 and arr.size != max(arr.shape):  # flattening would interleave several series
+                raise RnnkitError(f"expected one series of values, got an array of shape {arr.shape}")
+            arr = arr.reshape(-1)
             if not np.isfinite(arr).all():
                 raise RnnkitError("the values contain NaN or inf")
             return arr, pd.RangeIndex(len(arr))

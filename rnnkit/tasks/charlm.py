@@ -267,6 +267,8 @@ class CharLM(nn.Module):
 
 def checkpoint_path(run: str | Path, which: str = "best") -> Path:
     """The checkpoint a run folder (``which``, else ``last``) or a checkpoint file names."""
+    if which not in ("best", "last"):
+        raise RnnkitError(f"the checkpoint must be 'best' or 'last', not {which!r}")
     path = Path(run)
     if path.is_dir():
         path = path / f"{which}.pt" if (path / f"{which}.pt").exists() else path / "last.pt"

@@ -118,7 +118,10 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and distributed.active():
         return torch.device("cuda", distributed.local_rank())
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise RnnkitError(f"unknown device {name!r}: auto, cpu, cuda or cuda:N") from None
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
