@@ -181,6 +181,9 @@ def test_sampling_options(trained):
     for temperature in (float("nan"), float("inf")):  # NaN sampled only newlines, without complaint
         with pytest.raises(RnnkitError, match="--temperature must be positive and finite"):
             model.sample(10, temperature=temperature)
+    for seed in ("x", 2**64, -1, 1.5):
+        with pytest.raises(RnnkitError, match="--seed must be a whole number"):
+            model.sample(10, seed=seed)
     with pytest.raises(RnnkitError, match="'best' or 'last'"):
         rnnkit.CharLM.load(trained[0], "latest")  # loaded best.pt before
     with pytest.raises(RnnkitError, match="unknown device 'tpu'"):

@@ -91,9 +91,16 @@ def test_trained_run_reads_its_validation_text(tmp_path, small_corpus, monkeypat
     monkeypatch.chdir(tmp_path / "b")
     (elsewhere,) = gradflow([], [tmp_path / "run"], length=30, windows=2, burn_in=5)
     np.testing.assert_array_equal(elsewhere.norms, r.norms)
+    (one,) = gradflow([], tmp_path / "run", length=30, windows=2, burn_in=5)  # one run, not a list of them
+    np.testing.assert_array_equal(one.norms, r.norms)
     (tmp_path / "run" / "tokens.bin").unlink()
     with pytest.raises(RnnkitError, match=r"tokens.bin is missing\); give the text with --corpus"):
         gradflow([], [tmp_path / "run"], length=30, windows=2, burn_in=5)
+
+
+def test_one_configuration_may_be_given_as_a_string(small_corpus):
+    (r,) = gradflow("gru", corpus=[small_corpus], hidden=8, length=10, windows=2, burn_in=5)  # not g, r, u
+    assert r.label == "gru"
 
 
 def test_bad_specs_raise():

@@ -195,6 +195,8 @@ def gradflow(configs: Sequence[str] = ("rnn", "lstm", "gru"), runs: Sequence[str
     """
     if hidden <= 0 or layers <= 0:
         raise RnnkitError("--hidden and --layers must be positive")
+    configs = [configs] if isinstance(configs, str) else configs  # one name, not its letters
+    runs = [runs] if isinstance(runs, str | Path) else runs
     specs = [Spec.parse(c, init, init_scale) for c in configs]
     results: list[GradFlow] = []
     if specs:

@@ -45,7 +45,7 @@ from ..nn.regularisation import (
 from ..nn.stepping import SAMPLE_PRECISIONS, StepGenerator
 from ..training import distributed
 from ..training.checkpoint import load_checkpoint
-from ..training.config import TrainConfig, field_default, resolve_device, resolve_precision
+from ..training.config import SEED_MAX, TrainConfig, field_default, resolve_device, resolve_precision
 from ..training.fit import fit, prepare_run_folder, removes_failed_start, run_task
 from ..training.fit import resume as resume_run
 from ..training.task import Task, register_task
@@ -249,6 +249,8 @@ class CharLM(nn.Module):
             raise RnnkitError(f"--temperature must be positive and finite (or use --greedy), got {temperature}")
         if top_k is not None and top_k < 1:
             raise RnnkitError("--top-k must be >= 1")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX):
+            raise RnnkitError(f"--seed must be a whole number in 0..{SEED_MAX}, got {seed!r}")
         if top_p is not None and not 0 < top_p <= 1:
             raise RnnkitError("--top-p must be in (0, 1]")
         missing = vocab.unknown_chars(prime)
