@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import SHARED, assert_one_line_error, one_line, rnnkit_cli
@@ -262,6 +263,12 @@ def test_api_bad_input_is_one_line(tmp_path, trained):
     with pytest.raises(RnnkitError) as e:
         trained.explain("  ")
     assert "nothing to explain" in one_line(e)
+    with pytest.raises(RnnkitError, match="one text"):
+        trained.explain(["a film"])
+    for texts, fragment in ((None, "not None"), (["fine", None], "got NoneType")):
+        with pytest.raises(RnnkitError, match=fragment):
+            trained.predict(texts)
+    assert len(trained.predict(pd.Series(["a fine film", "dull"]))) == 2  # a table's column works as a list
 
 
 @pytest.mark.skipif(not (RT / "rt-polarity.pos").exists(), reason="shared rt-polarity data not present")

@@ -86,6 +86,9 @@ def test_covariates_past_and_future(tmp_path):
 
 
 def test_save_load_round_trip(fitted, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RnnkitError, match="is a file"):
+        fitted.save(tmp_path / "file")
     fitted.save(tmp_path / "run")
     again = Forecaster.load(tmp_path / "run")
     pd.testing.assert_frame_equal(again.predict(), fitted.predict())

@@ -616,8 +616,12 @@ class Classifier:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities, one row a text, columns in :attr:`classes` order."""
         net = self._require()
-        if isinstance(texts, str):
-            raise RnnkitError("give a list of texts, not one string")
+        if isinstance(texts, str) or texts is None:
+            raise RnnkitError(f"give a list of texts, not {'one string' if texts is not None else 'None'}")
+        texts = list(texts)  # a pandas column or numpy array of texts too
+        bad = [t for t in texts if not isinstance(t, str)]
+        if bad:
+            raise RnnkitError(f"every text must be a string, got {type(bad[0]).__name__}")
         if not len(texts):
             return np.zeros((0, len(self.classes)))
         logits = batched_logits(net, self.encode(texts), next(net.parameters()).device)
@@ -660,6 +664,8 @@ class Classifier:
             raise RnnkitError(f"explanation method must be 'gradient' or 'attention', not {method!r}")
         if method == "attention" and net.cfg.pooling != "attention":
             raise RnnkitError("attention weights need a model trained with --pooling attention; use gradient")
+        if not isinstance(text, str):
+            raise RnnkitError(f"explain() takes one text (a string), not {type(text).__name__}")
         if not text.strip():
             raise RnnkitError("nothing to explain: the text is empty")
         ids = self.encode([text])[0]

@@ -799,6 +799,8 @@ class Forecaster:
         training log and loss plot when they exist); :meth:`load` reads it back."""
         net = self._require()
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RnnkitError(f"{path} is a file: save() writes a run folder")
         path.mkdir(parents=True, exist_ok=True)
         meta = self._meta()
         save_checkpoint(path / "model.pt", {"model": net.state_dict(), "meta": json.dumps(meta)})
