@@ -157,3 +157,15 @@ def test_nonpositive_sizes_raise(cls, sizes):
 def test_rnncell_bad_nonlinearity_raises(nonlinearity):
     with pytest.raises(ValueError, match="nonlinearity"):
         rnnkit.RNNCell(INPUT, HIDDEN, nonlinearity=nonlinearity)
+
+
+@pytest.mark.parametrize("cls", [rnnkit.RNNCell, rnnkit.LSTMCell, rnnkit.GRUCell])
+def test_wrong_input_or_state_raises_naming_the_shapes(cls):
+    cell = cls(INPUT, HIDDEN)
+    pairs = 2 if cls is rnnkit.LSTMCell else 1
+    for x in (torch.randn(3, INPUT + 1), [0.0] * INPUT, torch.randn(2, 3, INPUT)):
+        with pytest.raises(ValueError, match=f"expected the input as a tensor \\(B, {INPUT}\\)"):
+            cell(x)
+    for state in ((torch.zeros(2, HIDDEN),) * pairs, (torch.zeros(3, HIDDEN),) * (pairs + 1)):
+        with pytest.raises(ValueError, match=rf"state is .* of shape \(3, {HIDDEN}\)"):
+            cell(torch.randn(3, INPUT), state if pairs > 1 or len(state) > 1 else state[0])

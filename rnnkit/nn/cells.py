@@ -593,11 +593,19 @@ class Cell(nn.Module):
 
     def forward(self, x: Tensor, state: Tensor | tuple[Tensor, ...] | None = None) -> Any:
         """``x`` ``(B, I)`` or ``(I,)``; ``state`` as torch's cell takes it (zeros if None)."""
+        if not isinstance(x, Tensor) or x.dim() not in (1, 2) or x.shape[-1] != self.input_size:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"expected the input as a tensor (B, {self.input_size}) or ({self.input_size},), "
+                             f"got {got}")
+        want = (*x.shape[:-1], self.hidden_size)
         if state is None:
-            zeros = x.new_zeros(*x.shape[:-1], self.hidden_size)
-            state = (zeros,) * self.cell.state_size
+            state = (x.new_zeros(want),) * self.cell.state_size
         elif isinstance(state, Tensor):
             state = (state,)
+        if (not isinstance(state, tuple | list) or len(state) != self.cell.state_size
+                or any(not isinstance(p, Tensor) or tuple(p.shape) != want for p in state)):
+            count = "one tensor" if self.cell.state_size == 1 else f"{self.cell.state_size} tensors"
+            raise ValueError(f"the {self.cell.name} cell's state is {count} of shape {want}")
         w = self.weights()
         new = self.cell.step(self.cell.project(x, w), tuple(state), w)
         return new[0] if len(new) == 1 else new
