@@ -1,5 +1,8 @@
 """The exceptions rnnkit raises for the user; the CLI prints them as one line and exits non-zero."""
 
+import operator
+from typing import Any
+
 
 class RnnkitError(Exception):
     """A problem with what the user gave (a path, an option, a file): say what, and how to fix it."""
@@ -15,6 +18,16 @@ def cause(error: BaseException, limit: int = 120) -> str:
         return text
     cut = text[: limit - 3].rsplit(" ", 1)[0]
     return cut + "..."
+
+
+def is_whole(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python, numpy or 0-d torch), not a float or a bool: checked before
+    it sizes a tensor or a window, where a float fails deep in numpy or torch."""
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return not isinstance(value, bool)
 
 
 class TrainingDiverged(RnnkitError):

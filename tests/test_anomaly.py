@@ -88,6 +88,10 @@ def test_bad_input():
                 {"min_gap": float("nan")}]:  # NaN passed the old `v <= 0` checks and scored every row 0
         with pytest.raises(RnnkitError, match="must be"):
             Detector(**bad)
+    for bad in [{"window": 2.5}, {"hidden": 8.0}, {"smoothing": 1.5}, {"min_gap": 2.5}, {"suppress": -1}]:
+        with pytest.raises(RnnkitError, match=f"{next(iter(bad))} must be a whole number"):
+            Detector(**bad)  # a float window failed in deque() or torch at fit, a float gap was taken as is
+    assert Detector(window=np.int64(8), max_steps=2).fit(np.sin(np.arange(100) / 5)).window == 8
 
 
 def test_cli_detect_writes_csv_and_plot(tmp_path):

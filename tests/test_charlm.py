@@ -98,6 +98,12 @@ def test_checkpoint_is_self_contained(trained, tmp_path):
         torch.testing.assert_close(loaded.state_dict()[k], v.cpu())
 
 
+def test_an_empty_corpus_list_is_refused_not_read_as_the_built_in_text(tmp_path):
+    with pytest.raises(RnnkitError, match="no corpus files given"):
+        rnnkit.train([], out=tmp_path / "r", max_steps=1)
+    assert not (tmp_path / "r").exists()
+
+
 def test_evaluate_matches_the_definition_of_bits_per_character(trained):
     _, model, _ = trained
     text = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 3

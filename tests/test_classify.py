@@ -260,6 +260,13 @@ def test_api_bad_input_is_one_line(tmp_path, trained):
     with pytest.raises(RnnkitError) as e:
         Classifier().fit(LabelledText(["a", "b", "c", "d"], ["x", "x", "x", "x"]))
     assert "only the label 'x'" in one_line(e)
+    for data, fragment in ((LabelledText([], []), "no examples"),
+                           ((["a fine film", "dull"], ["pos", "neg"]), "LabelledText\\(texts, labels\\)"),
+                           (LabelledText(["a fine film", "dull"], [1, 0]), "must be strings")):
+        with pytest.raises(RnnkitError, match=fragment):  # each was an error from inside a library
+            Classifier().fit(data)
+        with pytest.raises(RnnkitError, match=fragment):
+            trained.evaluate(data)
     with pytest.raises(RnnkitError) as e:
         trained.explain("  ")
     assert "nothing to explain" in one_line(e)

@@ -135,6 +135,15 @@ def test_bad_settings_are_one_line_errors(bad):
     one_line(e)
 
 
+def test_evaluate_refuses_what_is_not_its_text_or_settings():
+    """a list of texts and a method's name gave AttributeErrors from inside"""
+    model = tiny("lstm")
+    with pytest.raises(TypeError, match="the text as one string, got list"):
+        model.evaluate([random_text(50)])
+    with pytest.raises(TypeError, match="dynamic takes True or DynamicEval"):
+        model.evaluate(random_text(50), dynamic="rms")
+
+
 def test_cli_prints_static_and_dynamic_figures(run, small_corpus, tmp_path):
     text = tmp_path / "repeat.txt"
     text.write_text(small_corpus.read_text(encoding="utf-8")[:300] * 3, encoding="utf-8")

@@ -109,6 +109,20 @@ def test_bad_fit_input(kwargs, fragment):
         Forecaster(input_len=24, max_steps=5).fit(seasonal(60), **kwargs)
 
 
+@pytest.mark.parametrize("option, value", [("input_len", 2.5), ("hidden", 8.0), ("layers", True),
+                                           ("batch_size", 0), ("val_size", -1), ("dropout", 1.5)])
+def test_constructor_options_are_checked_before_fit(option, value):
+    """floats for sizes failed deep in numpy or torch at fit; a dropout of 1.5 only at the first step"""
+    with pytest.raises(RnnkitError, match=f"{option} must be"):
+        Forecaster(**{option: value})
+
+
+def test_numpy_integers_are_taken_as_sizes(tmp_path):
+    f = Forecaster(input_len=np.int64(12), hidden=np.int32(4), max_steps=2).fit(seasonal(60), "y", horizon=2)
+    f.save(tmp_path / "m")  # the options go into JSON
+    assert Forecaster.load(tmp_path / "m").input_len == 12
+
+
 def test_task_batches_depend_only_on_the_step():
     cfg = NetConfig(input_len=8, horizon=2, hidden=4)
     z = np.random.default_rng(0).standard_normal((40, 1))
@@ -143,6 +157,17 @@ def test_backtest_with_no_origin_is_refused_before_training():
     with pytest.raises(RnnkitError, match="no forecast origin") as e:
         f.backtest(df, start=len(df) - 2, horizon=3, **kw)
     assert "\n" not in str(e.value) and f.net is None
+
+
+def test_backtest_refuses_a_season_longer_than_the_history_before_training():
+    """the seasonal baselines and MASE fell back to lag 1 without a word"""
+    df, kw = ts.builtin_dataset("airline")
+    f = Forecaster(hidden=8, max_steps=40, progress=False)
+    with pytest.raises(RnnkitError, match=r"season length \(200\) is not shorter than the history") as e:
+        f.backtest(df, start=100, horizon=3, season_length=200, **kw)
+    assert "\n" not in str(e.value) and f.net is None
+    with pytest.raises(RnnkitError, match="season length must be a whole number"):
+        f.backtest(df, start=100, horizon=3, season_length=1.5, **kw)
 
 
 # --- the command line ------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 import rnnkit.nn.layers
@@ -301,7 +303,27 @@ def test_a_wrong_initial_state_or_empty_input_is_refused_before_any_kernel(cell,
     for lengths in [[2.5] * B, [True] * B, [None] * B]:
         with pytest.raises(ValueError, match="whole numbers"):
             layer(x, lengths=lengths)
+    # the fused GRU read integer input as if it were floats
+    for integer_input in [x.long(), pack_padded_sequence(x.long(), [T] * B)]:
+        with pytest.raises(TypeError, match="floating-point input"):
+            layer(integer_input)
     assert layer(x, good)[0].shape == (T, B, HIDDEN)
+
+
+def test_layer_sizes_and_indices_are_checked_with_their_names():
+    for size in [2.5, 0, True]:
+        with pytest.raises(ValueError, match="hidden_size must be a positive whole number"):
+            rnnkit.LSTM(INPUT, size)
+    layer = rnnkit.LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True)
+    with pytest.raises(IndexError, match="no layer 2, direction 0: this layer stacks 2 layer"):
+        layer.layer_weights(2)
+    with pytest.raises(IndexError, match="direction 2"):
+        layer.layer_weights(0, 2)
+    for batch in [-1, 0, 2.0]:
+        with pytest.raises(ValueError, match="batch_size must be a positive whole number"):
+            layer.initial_state(batch)
+    assert layer.initial_state(np.int64(3))[0].shape == (4, 3, HIDDEN)
+    assert layer.layer_weights(1, 1)["weight_hh"] is layer.weight_hh_l1_reverse
 
 
 @pytest.mark.parametrize("mode", list(MODES))

@@ -294,6 +294,8 @@ def test_write_midi_single_notes_and_errors(tmp_path):
         write_midi(tmp_path / "bad.mid", np.zeros((4, 12)))
     with pytest.raises(RnnkitError, match="not a MIDI tempo"):
         write_midi(tmp_path / "bad.mid", r, frame_seconds=0)
+    with pytest.raises(RnnkitError, match="NaN or inf"):  # NaN keys were silently off
+        write_midi(tmp_path / "bad.mid", np.where(r > 0, np.nan, 0.0))
     assert not (tmp_path / "bad.mid").exists()
 
 

@@ -120,6 +120,11 @@ def inputless_cell():
     CELLS.pop("test_norecurrence")
 
 
+def test_register_cell_refuses_what_is_not_a_cell_type():
+    with pytest.raises(TypeError, match="CellType subclass or instance, got 'lstm'"):
+        register_cell("lstm")
+
+
 def test_weight_drop_needs_a_recurrent_matrix(inputless_cell):
     with pytest.raises(RnnkitError) as e:
         make_layer(inputless_cell, 3, 5, weight_drop=0.5)

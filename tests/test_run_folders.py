@@ -15,6 +15,9 @@ import pytest
 import torch
 from conftest import TINY, assert_one_line_error, rnnkit_cli
 
+from rnnkit.errors import RnnkitError
+from rnnkit.training.checkpoint import run_checkpoint
+
 STEPS = ["--max-steps", "30", "--eval-every", "10"]
 
 
@@ -305,7 +308,6 @@ def test_a_failed_start_leaves_nothing_behind(small_corpus, tmp_path):
 def test_a_failed_start_through_the_python_api_leaves_nothing_behind(small_corpus, tmp_path):
     """The Python API cleans up as the CLI does: the folder it made, or its own files in an empty one."""
     import rnnkit
-    from rnnkit.errors import RnnkitError
 
     made, empty = tmp_path / "made", tmp_path / "empty"
     empty.mkdir()
@@ -365,3 +367,19 @@ def test_a_diverging_cell_is_a_row_of_the_longlag_sweep_not_an_error(tmp_path):
     (r,) = sweep("adding", ["rnn"], [10], tmp_path / "sweep", hidden=8, lr=1e30, max_steps=4, eval_size=20)
     assert r.stop_reason == "nonfinite" and not r.solved
     assert "rnn" in (tmp_path / "sweep" / "sweep.md").read_text()
+
+
+def test_every_task_finds_a_runs_checkpoint_one_way(finished, tmp_path):
+    """best.pt, else last.pt while the run has no best; a file as itself; one-line errors otherwise"""
+    assert run_checkpoint(finished) == finished / "best.pt"
+    assert run_checkpoint(finished, "last") == finished / "last.pt"
+    assert run_checkpoint(finished / "last.pt", "best") == finished / "last.pt"
+    young = tmp_path / "young"
+    young.mkdir()
+    (young / "last.pt").write_bytes((finished / "last.pt").read_bytes())
+    assert run_checkpoint(young) == young / "last.pt"
+    for run, which, message in [(young, "middle", "'best' or 'last'"), (tmp_path / "none", "best", "no run folder"),
+                                (tmp_path, "last", "expected last.pt")]:
+        with pytest.raises(RnnkitError, match=message):
+            run_checkpoint(run, which)
+

@@ -142,6 +142,9 @@ def test_attention_plot(trained, tmp_path, capsys):
                  str(tmp_path / "cli.png")]) == 0
     assert capsys.readouterr().out.splitlines() == trained.predict("der hund rennt")
     assert (tmp_path / "cli.png").stat().st_size > 1000
+    # sentences after an option: argparse alone took positionals in one run ("unrecognized arguments")
+    assert main(["translate", "predict", str(trained.run_dir), "--beam", "2", "der hund rennt", "im park"]) == 0
+    assert capsys.readouterr().out.splitlines() == trained.predict(["der hund rennt", "im park"], beam=2)
 
 
 def test_table_input_split_vocabularies_and_scheduled_sampling(toy, tmp_path):

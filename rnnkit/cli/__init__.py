@@ -81,8 +81,23 @@ def png_file(text: str) -> str:
 
 
 class Parser(argparse.ArgumentParser):
+    _intermixing = False
+
     def error(self, message: str) -> None:  # one line, exit 2, like every other rnnkit error
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args: list[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        # A command's own arguments are parsed intermixed, so a list of positionals may also follow
+        # options (`translate predict RUN --beam 3 "text"`); plain argparse takes them only in one run.
+        # Intermixed parsing calls this method again, hence the flag.
+        if self._subparsers is not None or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from ..nn.cells import cell_names
 from ..nn.regularisation import AWD_OPTIONS, AWDRegularisation
 from ..training.config import TrainConfig
 from . import fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
-from .options import TRAIN_OPTIONS, add_config_options, resume_options, seed_value
+from .options import TRAIN_OPTIONS, add_checkpoint_option, add_config_options, resume_options, seed_value
 
 ORDER = 10  # place in --help
 
@@ -62,7 +62,7 @@ def register(sub) -> None:
     s.add_argument("--stop", help="stop after this text appears")
     s.add_argument("--seed", type=seed_value)
     s.add_argument("--num-samples", type=positive_int, default=1)
-    s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    add_checkpoint_option(s)
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
                    help="weights while stepping: auto (by batch: int8 on AVX2/AVX-512, then bf16 on AVX-512 BF16, "
                         "else fp32), fp32, bf16, int8")
@@ -71,7 +71,7 @@ def register(sub) -> None:
     e.add_argument("run", help="run folder or checkpoint file")
     e.add_argument("files", nargs="+", help="text files, directories or glob patterns")
     e.add_argument("--encoding", default="utf-8")
-    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    add_checkpoint_option(e)
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g = e.add_argument_group("dynamic evaluation (Krause et al. 2017): the weights adapt to the text as it is read")
     g.add_argument("--dynamic", action="store_true",

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import RnnkitError
 from ..training.config import TrainConfig
 from . import non_negative_int, png_file, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, given, resume_options, seed_value
+from .options import TRAIN_OPTIONS, add_checkpoint_option, add_config_options, given, resume_options, seed_value
 
 INITS = ["default", "orthogonal", "identity", "forget1", "chrono"]
 LONGLAG_TRAIN = TRAIN_OPTIONS
@@ -83,7 +83,7 @@ def register(sub) -> None:
     n.add_argument("--max-chars", type=positive_int, default=20000, help="read at most this many characters")
     n.add_argument("--png-chars", type=positive_int, default=1200, help="characters drawn in the PNG")
     n.add_argument("--encoding", default="utf-8")
-    n.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    add_checkpoint_option(n)
     n.add_argument("--out", help="folder for neurons.html and neurons.png (default RUN_DIR/neurons)")
     n.set_defaults(handler=cmd_neurons)
 

@@ -10,7 +10,7 @@ from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, png_file, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, given, resume_options, seed_value
+from .options import TRAIN_OPTIONS, add_checkpoint_option, add_config_options, given, resume_options, seed_value
 
 ORDER = 70  # place in --help
 
@@ -88,7 +88,7 @@ def register(sub) -> None:
     ev.add_argument("run", metavar="RUN", help="run folder from `rnnkit music train`")
     ev.add_argument("files", nargs="*", metavar="FILES", help="MIDI files or folders, or one .mat set")
     ev.add_argument("--split", choices=["train", "valid", "test"], help="which pieces (default test)")
-    ev.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    add_checkpoint_option(ev)
     ev.set_defaults(handler=cmd_eval)
 
 

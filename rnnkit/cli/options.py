@@ -92,3 +92,10 @@ def resume_options(args: argparse.Namespace, reports: tuple[str, ...] = ()) -> d
 
 
 __all__ = ["TRAIN_OPTIONS", "add_config_options", "given", "resume_options", "value_type"]
+
+
+def add_checkpoint_option(parser: Any) -> None:
+    """``--checkpoint best|last``: which of a run's checkpoints a command loads (``run_checkpoint``)."""
+    parser.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                        help="best by the run's validation metric (default; last.pt while the run has "
+                        "no best yet), or the last")

@@ -10,7 +10,7 @@ from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, output_file, png_file, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
+from .options import TRAIN_OPTIONS, add_checkpoint_option, add_config_options, given, resume_options
 
 ORDER = 60  # place in --help
 
@@ -44,7 +44,7 @@ def _decoding_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ensemble", nargs="+", metavar="RUN", default=[], help="more run folders whose models decide "
                    "with RUN's: each proposes its beam's hypotheses, all of them score every proposal (sequence-level "
                    "combination; the same output characters)")
-    g.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    add_checkpoint_option(g)
 
 
 def register(sub) -> None:

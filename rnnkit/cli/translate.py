@@ -10,7 +10,7 @@ from ..errors import RnnkitError
 from ..nn.cells import cell_names
 from ..training.config import TrainConfig
 from . import _number, fraction, output_file, png_file, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_config_options, given, resume_options
+from .options import TRAIN_OPTIONS, add_checkpoint_option, add_config_options, given, resume_options
 
 ORDER = 50  # place in --help
 
@@ -103,8 +103,7 @@ def _decoding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--length-penalty", type=positive_float, default=1.0,
                    help="alpha in score / length^alpha for beam search (default 1)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="sentences decoded together (default 64)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
-                   help="best by validation BLEU (default) or the last")
+    add_checkpoint_option(p)
     p.add_argument("--encoding", default="utf-8", help="encoding of the input files (default utf-8)")
 
 

@@ -327,6 +327,9 @@ def check_examples(data: LabelledText, max_chars: int = MAX_CHARS, min_classes: 
     if len(data) == 0:
         raise RnnkitError("no examples were read")
     for text, label, origin in zip(data.texts, data.labels, data.origins, strict=True):
+        if not (isinstance(text, str) and isinstance(label, str)):
+            raise RnnkitError(f"texts and labels must be strings; at {origin} the text is a {type(text).__name__} "
+                              f"and the label a {type(label).__name__}")
         if not text.strip():
             raise RnnkitError(f"empty text at {origin}; remove the line or give it text")
         if len(text) > max_chars:
@@ -354,6 +357,9 @@ def load_labelled(sources: Sequence[str | os.PathLike] | str | os.PathLike, *, t
     items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     if not items:
         raise RnnkitError("no data given: name a table file, a folder, or LABEL=FILE pairs")
+    if not all(isinstance(s, (str, os.PathLike)) for s in items):
+        raise RnnkitError("expected a table file, a folder, or LABEL=FILE pairs; texts and labels held in memory "
+                          "go in as LabelledText(texts, labels)")
     paths = [Path(s) for s in items]
     if len(items) == 1 and not paths[0].exists() and "=" not in str(items[0]):
         raise RnnkitError(f"no such file or folder: {items[0]}")

@@ -62,13 +62,21 @@ def note_name(pitch: int) -> str:
 
 
 def _as_roll(x: Any, what: str = "roll") -> np.ndarray:
-    """A (frames, 88) boolean view of an array, list or tensor; a clear error for any other shape."""
+    """A (frames, 88) boolean view of an array, list or tensor; a clear error for any other shape.
+
+    Floats count as on above 0.5, so a model's key probabilities (or 0/1 floats) can be given as
+    they are; integers (such as velocities) count as on when non-zero.
+    """
     if hasattr(x, "detach"):  # a torch tensor, possibly on a GPU or requiring grad
         x = x.detach().cpu().numpy()
     a = np.asarray(x)
     if a.ndim != 2 or a.shape[1] != N_PITCHES:
         raise RnnkitError(f"{what} must be a (frames, {N_PITCHES}) piano roll, got shape {tuple(a.shape)}")
-    return a > 0.5 if a.dtype.kind == "f" else a.astype(bool)
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise RnnkitError(f"{what} holds NaN or inf")
+        return a > 0.5
+    return a.astype(bool)
 
 
 # ---------------------------------------------------------------------------- .mat datasets

@@ -542,6 +542,8 @@ CELLS: dict[str, CellType] = {}
 def register_cell(cell: CellType | type[CellType]) -> CellType:
     """Add a cell type to the registry (usable as a class decorator); its ``name`` is the ``--cell`` value."""
     instance = cell() if isinstance(cell, type) else cell
+    if not isinstance(instance, CellType):
+        raise TypeError(f"register_cell takes a CellType subclass or instance, got {cell!r}")
     if not instance.name:
         raise ValueError("a cell type needs a name")
     CELLS[instance.name] = instance

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..errors import RnnkitError
+from ..errors import RnnkitError, is_whole
 from .cells import CellType, State, Weights, get_cell
 
 PublicState = Tensor | tuple[Tensor, ...]
@@ -62,8 +62,9 @@ class RecurrentLayer(nn.Module):
                  impl: str = "auto", cell: str | CellType = "lstm", variational_dropout: float = 0.0,
                  weight_drop: float = 0.0) -> None:
         super().__init__()
-        if input_size <= 0 or hidden_size <= 0 or num_layers <= 0:
-            raise ValueError("input_size, hidden_size and num_layers must be positive")
+        for name, size in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not is_whole(size) or size <= 0:
+                raise ValueError(f"{name} must be a positive whole number, got {size!r}")
         for name, rate in (("dropout", dropout), ("variational_dropout", variational_dropout),
                            ("weight_drop", weight_drop)):
             if not 0.0 <= rate < 1.0:
@@ -99,6 +100,9 @@ class RecurrentLayer(nn.Module):
 
     def layer_weights(self, layer: int, direction: int = 0) -> Weights:
         """One layer and direction's parameters by role: ``weight_ih``, ``weight_hh``, ``bias_ih``, ..."""
+        if not (0 <= layer < self.num_layers and 0 <= direction < self.num_directions):
+            raise IndexError(f"no layer {layer}, direction {direction}: this layer stacks {self.num_layers} "
+                             f"layer(s) of {self.num_directions} direction(s), counted from 0")
         return {role: getattr(self, name) for role, name in self._names[layer][direction].items()}
 
     def reset_parameters(self) -> None:
@@ -118,6 +122,8 @@ class RecurrentLayer(nn.Module):
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> PublicState:
         """Zeros of the state's shape: ``(num_layers * num_directions, batch, hidden)`` (a pair for an LSTM)."""
+        if not is_whole(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
         shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
         return self._public(tuple(torch.zeros(shape, device=device, dtype=dtype)
                                   for _ in range(self.cell.state_size)))
@@ -174,6 +180,7 @@ class RecurrentLayer(nn.Module):
             return self._forward_packed(input, state)
         if not isinstance(input, Tensor):
             raise TypeError(f"expected the input as a tensor, got {type(input).__name__}")
+        _check_floating(input)
         unbatched = input.dim() == 2
         if unbatched:
             if lengths is not None:
@@ -214,6 +221,7 @@ class RecurrentLayer(nn.Module):
     def _forward_packed(self, packed: PackedSequence, state: PublicState | None) -> tuple[PackedSequence, PublicState]:
         """A ``PackedSequence`` in and out; ``state`` in the batch's original order, as in torch."""
         data, batch_sizes, sorted_idx, unsorted_idx = packed
+        _check_floating(data)
         if data.shape[-1] != self.input_size:
             raise ValueError(f"expected input size {self.input_size}, got {data.shape[-1]}")
         batch = int(batch_sizes[0])
@@ -394,6 +402,12 @@ def _describe(state: Any) -> str:
     if isinstance(state, tuple | list):
         return f"a {type(state).__name__} of {len(state)}"
     return type(state).__name__
+
+
+def _check_floating(input: Tensor) -> None:
+    # the fused kernels read any tensor's memory as numbers, so integer input gave wrong outputs
+    if not input.is_floating_point():
+        raise TypeError(f"expected a floating-point input, got {input.dtype} (embed tokens first)")
 
 
 def _check_lengths(lengths: Tensor | list[int], steps: int, batch: int) -> Tensor:

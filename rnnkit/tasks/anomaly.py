@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import timeseries as ts
-from ..errors import RnnkitError
+from ..errors import RnnkitError, is_whole
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
@@ -180,20 +180,23 @@ class Detector:
             raise RnnkitError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
         if cell not in CELLS:
             raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
-        for name, v in (("window", window), ("hidden", hidden), ("layers", layers), ("smoothing", smoothing),
-                        ("history", history), ("refresh", refresh), ("warmup", warmup), ("batch_size", batch_size)):
-            if not 0 < v < math.inf:  # NaN too
-                raise RnnkitError(f"{name} must be positive and finite, got {v}")
+        for name, v, least in (("window", window, 1), ("hidden", hidden, 1), ("layers", layers, 1),
+                               ("smoothing", smoothing, 1), ("history", history, 1), ("refresh", refresh, 1),
+                               ("warmup", warmup, 1), ("batch_size", batch_size, 1), ("min_gap", min_gap, 0),
+                               ("suppress", suppress, 0)):
+            if not is_whole(v) or v < least:
+                raise RnnkitError(f"{name} must be a whole number >= {least}, got {v!r}")
         if z is not None and not 0 < z < math.inf:
             raise RnnkitError(f"z must be positive and finite, got {z}")
         unknown = set(train_options) - TRAIN_FIELDS
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
+        # numpy integers in, Python ints kept: deque and torch sizes take those only
+        window, hidden, layers, min_gap, batch_size = (int(v) for v in (window, hidden, layers, min_gap, batch_size))
         self.method, self.window, self.hidden, self.layers, self.cell = method, window, hidden, layers, cell
         self.min_gap, self.batch_size, self.num_threads, self.progress = min_gap, batch_size, num_threads, progress
-        if not (0 <= suppress < math.inf and 0 <= min_gap < math.inf):
-            raise RnnkitError("suppress and min_gap must be >= 0")
-        self.scorer = ErrorScorer(smoothing, history, z, refresh, min(warmup, history), suppress)
+        self.scorer = ErrorScorer(int(smoothing), int(history), z, int(refresh), int(min(warmup, history)),
+                                  int(suppress))
         self.train_config = TrainConfig(**{"precision": "fp32", "warmup_steps": 20, "lr": 3e-3,
                                            **{k: v for k, v in train_options.items() if v is not None}})
         if all(getattr(self.train_config, b) is None for b in ("max_time", "max_steps", "epochs")):

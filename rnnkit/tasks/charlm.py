@@ -44,7 +44,7 @@ from ..nn.regularisation import (
 )
 from ..nn.stepping import SAMPLE_PRECISIONS, StepGenerator
 from ..training import distributed
-from ..training.checkpoint import load_checkpoint
+from ..training.checkpoint import load_checkpoint, run_checkpoint
 from ..training.config import SEED_MAX, TrainConfig, field_default, resolve_device, resolve_precision
 from ..training.fit import fit, prepare_run_folder, removes_failed_start, run_task
 from ..training.fit import resume as resume_run
@@ -169,7 +169,7 @@ class CharLM(nn.Module):
         The model remembers its run folder (the checkpoint's folder), where dynamic evaluation
         finds the training text for its gradient statistics.
         """
-        path = checkpoint_path(run, which)
+        path = run_checkpoint(run, which)
         state = load_checkpoint(path)
         model = cls.from_checkpoint(state).to(resolve_device(device))
         meta = checkpoint_meta(state)
@@ -212,6 +212,8 @@ class CharLM(nn.Module):
         takes gradient statistics from the run's training text, or from ``train_tokens``.
         ``progress`` (None: on a terminal) shows its progress. The model's weights are unchanged.
         """
+        if not isinstance(text, str):
+            raise TypeError(f"evaluate takes the text as one string, got {type(text).__name__}")
         vocab = self._require_vocab()
         skipped = 0
         if UNKNOWN not in vocab.index:
@@ -223,6 +225,9 @@ class CharLM(nn.Module):
         if dynamic is not None and dynamic is not False:
             from .dynamic_eval import DynamicEval, dynamic_evaluate
 
+            if dynamic is not True and not isinstance(dynamic, DynamicEval):
+                raise TypeError(f"dynamic takes True or DynamicEval settings (such as DynamicEval(method='rms')), "
+                                f"got {dynamic!r}")
             settings = DynamicEval() if dynamic is True else dynamic
             return {**dynamic_evaluate(self, tokens, settings, train_tokens, progress), "skipped": float(skipped)}
         with torch.no_grad():
@@ -265,18 +270,6 @@ class CharLM(nn.Module):
         g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, (1,)).item()))
         return gen.generate(vocab, prime, length, num_samples, g, temperature, top_k, top_p,
                             greedy, stop, on_text)
-
-
-def checkpoint_path(run: str | Path, which: str = "best") -> Path:
-    """The checkpoint a run folder (``which``, else ``last``) or a checkpoint file names."""
-    if which not in ("best", "last"):
-        raise RnnkitError(f"the checkpoint must be 'best' or 'last', not {which!r}")
-    path = Path(run)
-    if path.is_dir():
-        path = path / f"{which}.pt" if (path / f"{which}.pt").exists() else path / "last.pt"
-    if not path.exists():
-        raise RnnkitError(f"no checkpoint found at {run} (expected a run folder or a .pt file)")
-    return path
 
 
 def stream_loss(model: CharLM, tokens: np.ndarray, streams: int, chunk: int,
@@ -561,6 +554,10 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     distributed.setup()  # joins the process group when started by torchrun; else nothing
     if isinstance(corpus, (str, Path)):
         corpus = [str(corpus)]
+    elif corpus is not None:
+        corpus = list(corpus)
+        if not corpus:
+            raise RnnkitError("no corpus files given: name some, or leave corpus out for the built-in text")
     if resume is not None:
         return _resume(Path(resume), corpus, progress, options)
     if out is None:

@@ -63,14 +63,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batching import LengthBuckets, length_mask, pad, shard
-from ..data.labelled_text import MAX_CHARS, LabelledText, Tokenizer, Vocab, folds, holdout, label_ids, load_labelled
+from ..data.labelled_text import (
+    MAX_CHARS,
+    LabelledText,
+    Tokenizer,
+    Vocab,
+    check_examples,
+    folds,
+    holdout,
+    label_ids,
+    load_labelled,
+)
 from ..errors import RnnkitError
 from ..io import atomic_write, atomic_write_text, load_tensors, save_tensors
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..nn.regularisation import LayerRegularisation
 from ..plotting import new_figure, save_figure
-from ..training.checkpoint import load_checkpoint
+from ..training.checkpoint import load_checkpoint, run_checkpoint
 from ..training.config import TrainConfig
 from ..training.fit import fit, prepare_run_folder, removes_failed_start
 from ..training.fit import resume as resume_run
@@ -694,10 +704,7 @@ class Classifier:
         run = Path(run)
         if not run.is_dir():
             raise RnnkitError(f"no run folder at {run}: give the --out folder of `rnnkit classify train`")
-        path = next((run / n for n in ("best.pt", "last.pt") if (run / n).exists()), None)
-        if path is None:
-            raise RnnkitError(f"no model in {run} (expected best.pt or last.pt)")
-        state = load_checkpoint(path)
+        state = load_checkpoint(run_checkpoint(run))
         meta = checkpoint_meta(state)
         if meta.get("task") != "classify":
             raise RnnkitError(f"{run} holds a {meta.get('task')!r} model, not a classifier")
@@ -728,7 +735,11 @@ class Classifier:
 
 
 def _as_labelled(data: LabelledText | Sources, load_options: dict[str, Any]) -> LabelledText:
-    return data if isinstance(data, LabelledText) else load_labelled(data, **load_options)
+    """Examples given in memory get the checks that examples read from files get."""
+    if isinstance(data, LabelledText):
+        checks = {k: v for k, v in load_options.items() if k in ("max_chars", "min_classes")}
+        return check_examples(data, **checks)
+    return load_labelled(data, **load_options)
 
 
 def cross_validate(data: LabelledText, k: int = 10, seed: int = 0, report: Any = None,

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from .. import __version__
 from ..data import timeseries as ts
 from ..data.batching import shard
-from ..errors import RnnkitError
+from ..errors import RnnkitError, is_whole
 from ..io import load_tensors, save_tensors, write_json
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
@@ -389,12 +389,15 @@ class Forecaster:
             raise RnnkitError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
         if not 0 < interval < 1:
             raise RnnkitError(f"interval must be in (0, 1), got {interval}")
-        for name, v in (("input_len", input_len), ("hidden", hidden), ("layers", layers),
-                        ("batch_size", batch_size)):
-            if v is not None and v <= 0:
-                raise RnnkitError(f"{name} must be positive, got {v}")
-        if val_size < 0:
-            raise RnnkitError(f"val_size must be >= 0, got {val_size}")
+        for name, v, least in (("input_len", input_len, 1), ("hidden", hidden, 1), ("layers", layers, 1),
+                               ("batch_size", batch_size, 1), ("val_size", val_size, 0)):
+            if v is not None and (not is_whole(v) or v < least):
+                raise RnnkitError(f"{name} must be a whole number >= {least}, got {v!r}")
+        if not 0 <= dropout < 1:
+            raise RnnkitError(f"dropout must be in [0, 1), got {dropout}")
+        # numpy integers in, Python ints kept (sizes for torch, values for the run's JSON)
+        hidden, layers, batch_size, val_size = (int(v) for v in (hidden, layers, batch_size, val_size))
+        input_len = None if input_len is None else int(input_len)
         unknown = set(train_options) - TRAIN_FIELDS
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
@@ -703,6 +706,8 @@ class Forecaster:
                                                                     "past_covariates", "future_covariates")
                                        if k in load_options})
         starts = [_start_position(start, idx) for idx in series.index]
+        if season_length is not None:
+            _check_season_length(season_length, min(starts))
         if self.net is None:
             h = horizon if horizon is not None else 1
             _check_horizon(h)
@@ -873,6 +878,17 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 def _jsonable(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
+
+
+def _check_season_length(m: Any, history: int) -> None:
+    """A season length the user gave must fit in the history before the first origin: else the seasonal
+    baselines and MASE would fall back to lag 1 without a word."""
+    if not is_whole(m) or m < 1:
+        raise RnnkitError(f"the season length must be a whole number >= 1, got {m!r}")
+    if m >= history:
+        raise RnnkitError(f"the season length ({m}) is not shorter than the history before the first forecast "
+                          f"({history} steps): the seasonal baselines and MASE need a full season; give a later "
+                          "start or a shorter season length")
 
 
 def _check_horizon(horizon: int) -> None:

@@ -55,7 +55,7 @@ from ..io import load_tensors, save_tensors
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..nn.regularisation import LayerRegularisation
-from ..training.checkpoint import load_checkpoint
+from ..training.checkpoint import load_checkpoint, run_checkpoint
 from ..training.config import TrainConfig
 from ..training.fit import fit, prepare_run_folder, removes_failed_start
 from ..training.fit import resume as resume_run
@@ -477,10 +477,7 @@ class MusicModel:
             raise RnnkitError(f"{run} is a {config.get('task', 'unknown')} run, not a music one")
         if not config.get("select_best", True):
             checkpoint = "last"  # no validation pieces: "best" would only mean best on the training pieces
-        path = run / f"{checkpoint}.pt"
-        if not path.is_file():
-            path = run / "last.pt"
-        state = load_checkpoint(path)
+        state = load_checkpoint(run_checkpoint(run, checkpoint))
         c = NetConfig(**config["model"])
         net = MusicNet(c)
         net.load_state_dict(state["model"])

@@ -63,7 +63,7 @@ from ..io import load_tensors, save_tensors
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..nn.regularisation import LayerRegularisation
-from ..training.checkpoint import load_checkpoint
+from ..training.checkpoint import load_checkpoint, run_checkpoint
 from ..training.config import TrainConfig
 from ..training.fit import fit, prepare_run_folder, removes_failed_start
 from ..training.fit import resume as resume_run
@@ -793,10 +793,7 @@ class SpeechRecognizer:
     def load(cls, run: str | Path, checkpoint: str = "best") -> SpeechRecognizer:
         """A trained recogniser from its run folder (``best.pt``, or ``last.pt``) or a checkpoint file."""
         run = Path(run)
-        path = run if run.is_file() else run / f"{checkpoint}.pt"
-        if not path.exists() and run.is_dir() and checkpoint == "best":
-            path = run / "last.pt"
-        state = load_checkpoint(path)
+        state = load_checkpoint(run_checkpoint(run, checkpoint))
         meta = checkpoint_meta(state)
         if meta.get("task") != SpeechTask.name:
             raise RnnkitError(f"{run} is not a speech recogniser's run (task {meta.get('task')!r})")

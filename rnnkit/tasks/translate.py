@@ -59,7 +59,7 @@ from ..io import load_tensors, save_tensors
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
-from ..training.checkpoint import load_checkpoint
+from ..training.checkpoint import load_checkpoint, run_checkpoint
 from ..training.config import TrainConfig
 from ..training.fit import fit, prepare_run_folder, removes_failed_start
 from ..training.fit import resume as resume_run
@@ -535,10 +535,7 @@ class Translator:
         run = Path(run)
         if not run.is_dir():
             raise RnnkitError(f"no run folder at {run}: give the --out of `rnnkit translate train`")
-        path = run / f"{checkpoint}.pt"
-        if not path.is_file():
-            path = run / "last.pt"  # a run stopped before its first evaluation has no best.pt yet
-        state = load_checkpoint(path)
+        state = load_checkpoint(run_checkpoint(run, checkpoint))
         meta = checkpoint_meta(state)
         if meta.get("task") != TranslateTask.name:
             raise RnnkitError(f"{run} holds a {meta.get('task')!r} run, not a translation one")

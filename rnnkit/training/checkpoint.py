@@ -51,6 +51,27 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def run_checkpoint(run: str | os.PathLike, which: str = "best") -> Path:
+    """The checkpoint file that a run folder's ``which`` (``best`` or ``last``) names, or ``run`` itself
+    when it is a file.
+
+    ``best`` is the best by the task's validation metric; a run that has none (stopped before
+    its first evaluation, or with nothing to validate on) has only ``last.pt``, and then ``best``
+    means that one, for every task alike.
+    """
+    if which not in ("best", "last"):
+        raise RnnkitError(f"the checkpoint must be 'best' or 'last', not {which!r}")
+    path = Path(run)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise RnnkitError(f"no run folder or checkpoint file at {run}")
+    for name in dict.fromkeys((which, "last")):
+        if (path / f"{name}.pt").is_file():
+            return path / f"{name}.pt"
+    raise RnnkitError(f"no checkpoint in {run} (expected {which}.pt)")
+
+
 def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
