@@ -378,7 +378,7 @@ def test_every_task_finds_a_runs_checkpoint_one_way(finished, tmp_path):
     young.mkdir()
     (young / "last.pt").write_bytes((finished / "last.pt").read_bytes())
     assert run_checkpoint(young) == young / "last.pt"
-    for run, which, message in [(young, "middle", "'best' or 'last'"), (tmp_path / "none", "best", "no run folder"),
+    for run, which, message in [(young, "middle", "'best' or 'last'"), (tmp_path / "none", "best", "no checkpoint at"),
                                 (tmp_path, "last", "expected last.pt")]:
         with pytest.raises(RnnkitError, match=message):
             run_checkpoint(run, which)

@@ -65,7 +65,7 @@ def run_checkpoint(run: str | os.PathLike, which: str = "best") -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise RnnkitError(f"no run folder or checkpoint file at {run}")
+        raise RnnkitError(f"no checkpoint at {run}: expected a run folder or a checkpoint file")
     for name in dict.fromkeys((which, "last")):
         if (path / f"{name}.pt").is_file():
             return path / f"{name}.pt"
