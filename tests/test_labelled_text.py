@@ -294,6 +294,12 @@ def test_checks_length_cap_names_the_line(tmp_path):
         load_labelled([f"pos={pos}", f"neg={neg}"], max_chars=30)
     assert one_line(e) == f"text at {pos} line 2 is 31 characters long, over the cap of 30; raise it with --max-chars"
     assert len(load_labelled([f"pos={pos}", f"neg={neg}"], max_chars=31)) == 3
+    # examples already in memory are checked, but not capped: the cap guards reading files, and a run
+    # on examples read with a higher --max-chars (cross-validation's folds) must not be refused
+    held = load_labelled([f"pos={pos}", f"neg={neg}"], max_chars=31)
+    assert load_labelled(held, max_chars=30) is held
+    with pytest.raises(RnnkitError, match="empty text at example 2"):
+        load_labelled(LabelledText(["good", " "], ["pos", "neg"]))
 
 
 def test_checks_single_class(tmp_path):

@@ -19,6 +19,7 @@ import codecs
 import csv
 import io
 import json
+import math
 import os
 import re
 from collections import Counter
@@ -322,7 +323,7 @@ def _concat(parts: Sequence[LabelledText]) -> LabelledText:
 # ---------------------------------------------------------------------------- checks and labels
 
 
-def check_examples(data: LabelledText, max_chars: int = MAX_CHARS, min_classes: int = 2) -> LabelledText:
+def check_examples(data: LabelledText, max_chars: float = MAX_CHARS, min_classes: int = 2) -> LabelledText:
     """Refuse data no classifier should train on: no examples, empty or over-long texts, too few classes."""
     if len(data) == 0:
         raise RnnkitError("no examples were read")
@@ -344,16 +345,18 @@ def check_examples(data: LabelledText, max_chars: int = MAX_CHARS, min_classes: 
     return data
 
 
-def load_labelled(sources: Sequence[str | os.PathLike] | str | os.PathLike, *, text_col: str = "text",
+def load_labelled(sources: Sequence[str | os.PathLike] | str | os.PathLike | LabelledText, *, text_col: str = "text",
                   label_col: str = "label", encoding: str | None = None, max_chars: int = MAX_CHARS,
                   labels: Sequence[str] | None = None, min_classes: int = 2) -> LabelledText:
-    """Read and check examples from what a user gave on the command line.
+    """Read and check examples from what a user gave on the command line (or in memory).
 
-    ``sources`` is one table file, one folder, or ``LABEL=FILE`` pairs (every item of the
-    sequence then a pair). An existing path is read as a file or folder even if its name holds
-    ``=``. ``labels`` restricts a folder to some of its labels. Use ``min_classes=1`` for data
-    to evaluate on, which may hold a single class.
+    ``sources`` is one table file, one folder, ``LABEL=FILE`` pairs (every item of the
+    sequence then a pair), or a :class:`LabelledText` (checked, not capped). An existing path is read as
+    a file or folder even if its name holds ``=``. ``labels`` restricts a folder to some of its
+    labels. Use ``min_classes=1`` for data to evaluate on, which may hold a single class.
     """
+    if isinstance(sources, LabelledText):  # checked as read examples are, but the length cap guards reading
+        return check_examples(sources, math.inf, min_classes)
     items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     if not items:
         raise RnnkitError("no data given: name a table file, a folder, or LABEL=FILE pairs")

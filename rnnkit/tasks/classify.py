@@ -63,17 +63,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batching import LengthBuckets, length_mask, pad, shard
-from ..data.labelled_text import (
-    MAX_CHARS,
-    LabelledText,
-    Tokenizer,
-    Vocab,
-    check_examples,
-    folds,
-    holdout,
-    label_ids,
-    load_labelled,
-)
+from ..data.labelled_text import MAX_CHARS, LabelledText, Tokenizer, Vocab, folds, holdout, label_ids, load_labelled
 from ..errors import RnnkitError
 from ..io import atomic_write, atomic_write_text, load_tensors, save_tensors
 from ..nn.cells import CELLS
@@ -508,8 +498,8 @@ class Classifier:
         reads (a table file, a folder, ``LABEL=FILE`` pairs), with its ``load_options``
         (``encoding``, ``text_col``, ``label_col``, ``max_chars``).
         """
-        data = _as_labelled(data, load_options)
-        val = None if val is None else _as_labelled(val, {**load_options, "min_classes": 1})
+        data = load_labelled(data, **load_options)
+        val = None if val is None else load_labelled(val, **{**load_options, "min_classes": 1})
         tc = self.train_config = replace(self._asked)  # a second fit must not inherit the first's eval_every
         if val is None:
             train_idx, val_idx = holdout(data.labels, self.val_fraction, tc.seed)
@@ -651,7 +641,7 @@ class Classifier:
 
         ``data`` as for :meth:`fit`. A label the model never saw is an error naming where it is.
         """
-        data = _as_labelled(data, {**load_options, "min_classes": 1})
+        data = load_labelled(data, **{**load_options, "min_classes": 1})
         from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
         y = label_ids(data.labels, self.classes, data.origins)
@@ -732,14 +722,6 @@ class Classifier:
             self._calibrate_ensemble(save=False)
             return
         self.ensemble = NBSVMEnsemble(NBSVM.load(run / NBSVM_FILE), *scales)
-
-
-def _as_labelled(data: LabelledText | Sources, load_options: dict[str, Any]) -> LabelledText:
-    """Examples given in memory get the checks that examples read from files get."""
-    if isinstance(data, LabelledText):
-        checks = {k: v for k, v in load_options.items() if k in ("max_chars", "min_classes")}
-        return check_examples(data, **checks)
-    return load_labelled(data, **load_options)
 
 
 def cross_validate(data: LabelledText, k: int = 10, seed: int = 0, report: Any = None,
