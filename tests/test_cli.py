@@ -170,3 +170,20 @@ def test_music_takes_val_fraction_as_the_other_commands_do():
     for flag in ("--val-fraction", "--valid-share"):  # the name every command shares, and music's first one
         args = build_parser().parse_args(["music", "train", "x.mid", flag, "0.2"])
         assert args.valid_share == 0.2
+
+
+def test_a_glob_names_its_run_folder_after_the_folder_it_searches(small_corpus, tmp_path):
+    """`rnnkit train 'logs/*.txt'` trained into a folder literally called runs/*"""
+    from rnnkit.cli.options import default_run_folder
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.txt").write_text(small_corpus.read_text(encoding="utf-8"), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "rnnkit", "train", "logs/*.txt", "--max-steps", "2",
+                           "--sample-length", "0", *TINY], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "runs" / "logs" / "last.pt").exists() and not (tmp_path / "runs" / "*").exists()
+    for source, folder in [("train.de.gz", "train"), ("books/", "books"), ("../*.txt", "corpus"), ("..", "corpus"),
+                           ("/*.txt", "corpus")]:
+        assert default_run_folder(source) == os.path.join("runs", folder)  # never outside runs/

@@ -10,7 +10,14 @@ from ..nn.cells import cell_names
 from ..nn.regularisation import AWD_OPTIONS, AWDRegularisation
 from ..training.config import TrainConfig
 from . import fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
-from .options import TRAIN_OPTIONS, add_checkpoint_option, add_config_options, resume_options, seed_value
+from .options import (
+    TRAIN_OPTIONS,
+    add_checkpoint_option,
+    add_config_options,
+    default_run_folder,
+    resume_options,
+    seed_value,
+)
 
 ORDER = 10  # place in --help
 
@@ -105,8 +112,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         options = {k: getattr(args, k) for k in CHARLM_OPTIONS + TRAIN_OPTIONS}
     out = args.out
     if out is None and args.resume is None:
-        name = Path(args.corpus[0]).stem if args.corpus else "stdlib"
-        out = str(Path("runs") / (name or "corpus"))
+        out = default_run_folder(args.corpus[0]) if args.corpus else str(Path("runs") / "stdlib")
     from ..training import distributed
 
     model, result = train(args.corpus or None, out=out, resume=args.resume, **options)

@@ -10,7 +10,15 @@ from ..nn.cells import cell_names
 from ..nn.regularisation import LAYER_REGULARISATION, LayerRegularisation
 from ..training.config import TrainConfig
 from . import fraction, png_file, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_checkpoint_option, add_config_options, given, resume_options, seed_value
+from .options import (
+    TRAIN_OPTIONS,
+    add_checkpoint_option,
+    add_config_options,
+    default_run_folder,
+    given,
+    resume_options,
+    seed_value,
+)
 
 ORDER = 70  # place in --help
 
@@ -103,8 +111,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         return
     if not args.data:
         raise RnnkitError("give DATA: MIDI files or folders, or a .mat piano-roll set")
-    name = Path(args.data[0]).stem if len(args.data) == 1 else "midi"
-    out = args.out or str(Path("runs") / f"music-{name}")
+    out = args.out or default_run_folder(args.data[0] if len(args.data) == 1 else None, "music-", "midi")
     m = MusicModel(**{k: getattr(args, k) for k in MODEL_KEYS}, out=out, progress=None, **given(args))
     m.fit(args.data, steps_per_beat=args.steps_per_beat, frame_rate=args.frame_rate, valid_share=args.valid_share)
     _report(m, out)

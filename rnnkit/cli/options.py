@@ -5,7 +5,10 @@ command line and in Python."""
 from __future__ import annotations
 
 import argparse
+import itertools
+import re
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from ..errors import RnnkitError
@@ -99,3 +102,17 @@ def add_checkpoint_option(parser: Any) -> None:
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best",
                         help="best by the run's validation metric (default; last.pt while the run has "
                         "no best yet), or the last")
+
+
+def default_run_folder(source: str | None, prefix: str = "", fallback: str = "corpus") -> str:
+    """``runs/<prefix><name>`` for a command's first data path: a file's name up to its first dot
+    (``train.de.gz``: ``train``), a folder's name, or for a glob pattern the folder it searches
+    (``logs/*.txt``: ``logs``)."""
+    parts = Path(source).parts if source else ()
+    plain = list(itertools.takewhile(lambda part: not re.search(r"[*?[]", part), parts))
+    name = Path(*plain).name if plain else ""
+    if len(plain) == len(parts):
+        name = name.split(".")[0]
+    if not name or name.startswith("."):  # "", "..", a hidden name: never a path outside runs/
+        name = fallback
+    return str(Path("runs") / f"{prefix}{name}")

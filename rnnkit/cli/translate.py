@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..errors import RnnkitError
 from ..nn.cells import cell_names
 from ..training.config import TrainConfig
 from . import _number, fraction, output_file, png_file, positive_float, positive_int
-from .options import TRAIN_OPTIONS, add_checkpoint_option, add_config_options, given, resume_options
+from .options import TRAIN_OPTIONS, add_checkpoint_option, add_config_options, default_run_folder, given, resume_options
 
 ORDER = 50  # place in --help
 
@@ -80,7 +79,8 @@ def register(sub) -> None:
     p.add_argument("text", nargs="*", help="sentences to translate (default: read standard input)")
     _decoding_options(p)
     p.add_argument("--n-best", type=positive_int, default=1,
-                   help="print the N best translations of each sentence as `index<TAB>score<TAB>text` (N <= --beam)")
+                   help="print the N best translations of each sentence as `number<TAB>score<TAB>text`, the "
+                   "sentence's number counted from 0 (N <= --beam)")
     p.add_argument("--input", help="translate this file (one sentence a line, gzip accepted) instead")
     p.add_argument("--output", type=output_file,
                    help="write the translations here (written whole at the end) instead of stdout")
@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     options = {k: getattr(args, k) for k in MODEL_KEYS + DATA_KEYS}
     if args.src_column:
         options["columns"] = (args.src_column, args.tgt_column)
-    out = args.out or str(Path("runs") / f"translate-{Path(args.src).name.split('.')[0] or 'corpus'}")
+    out = args.out or default_run_folder(args.src, "translate-")
     t = Translator(out=out, progress=None, **options, **given(args))
     t.fit(args.src, args.tgt, args.val_src, args.val_tgt)
     _report(out, t)
