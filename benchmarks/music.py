@@ -139,11 +139,19 @@ def main() -> None:
     print(machine())
     if not DATA.is_dir():
         sys.exit(f"no data: {DATA} is missing")
-    out = Path(tempfile.mkdtemp(prefix="music-smoke-")) if args.smoke else Path(args.out)
     if args.listen:
         print(listen(Path(args.listen), args.pieces, args.temperature, Path(args.img) if args.img else None,
                      args.seed))
         return
+    if args.smoke:  # a check that the script runs: everything it writes goes when it ends
+        with tempfile.TemporaryDirectory(prefix="music-smoke-") as scratch:
+            compare(args, Path(scratch))
+    else:
+        compare(args, Path(args.out))
+
+
+def compare(args: argparse.Namespace, out: Path) -> None:
+    """Train every output layer asked for on every set, and print the tables and a listening sample."""
     datasets = ["JSB_Chorales"] if args.smoke else args.datasets
     overrides = parse_overrides(args.option)
     rows = [train(d, o, out, args.smoke, args.seed, overrides) for d in datasets for o in args.outputs]

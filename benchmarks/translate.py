@@ -108,12 +108,17 @@ def main() -> None:
         torch.set_num_threads(args.threads or 1)
     if not args.data.is_dir():
         sys.exit(f"no Multi30k at {args.data}: give --data")
-    settings = {**SETTINGS, "max_time": args.minutes * 60, "eval_every": args.eval_every, **parse_set(args.set)}
-    data, out = args.data, args.out
-    if args.smoke:
-        scratch = Path(tempfile.mkdtemp(prefix="rnnkit-bench-translate-"))
-        data, out = subset(args.data, scratch, 300), scratch / "runs"
-        settings = {**SETTINGS, **SMOKE, **parse_set(args.set)}
+    if args.smoke:  # a check that the script runs: everything it writes goes when it ends
+        with tempfile.TemporaryDirectory(prefix="rnnkit-bench-translate-") as scratch:
+            compare(args, subset(args.data, Path(scratch), 300), Path(scratch) / "runs",
+                    {**SETTINGS, **SMOKE, **parse_set(args.set)})
+    else:
+        compare(args, args.data, args.out,
+                {**SETTINGS, "max_time": args.minutes * 60, "eval_every": args.eval_every, **parse_set(args.set)})
+
+
+def compare(args: argparse.Namespace, data: Path, out: Path, settings: dict) -> None:
+    """Train and score every variant asked for, and print the table."""
     start = time.perf_counter()
     rows = [row for v in args.variants for row in run_variant(v, data, out, settings, args.beams)]
     plot_learning_curve({v: out / v for v in args.variants}, out / "learning_curve.png")
