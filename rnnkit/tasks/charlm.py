@@ -27,7 +27,7 @@ from ..data.text import (
     split_tokens,
     tokenize_to_file,
 )
-from ..errors import RnnkitError
+from ..errors import RnnkitError, is_whole
 from ..hardware import check_fits_in_memory
 from ..io import write_json
 from ..nn.cells import CELLS
@@ -254,7 +254,7 @@ class CharLM(nn.Module):
             raise RnnkitError(f"--temperature must be positive and finite (or use --greedy), got {temperature}")
         if top_k is not None and top_k < 1:
             raise RnnkitError("--top-k must be >= 1")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX):
+        if seed is not None and (not is_whole(seed) or not 0 <= seed <= SEED_MAX):
             raise RnnkitError(f"--seed must be a whole number in 0..{SEED_MAX}, got {seed!r}")
         if top_p is not None and not 0 < top_p <= 1:
             raise RnnkitError("--top-p must be in (0, 1]")

@@ -892,7 +892,7 @@ def _check_season_length(m: Any, history: int) -> None:
 
 
 def _check_horizon(horizon: int) -> None:
-    if not isinstance(horizon, (int, np.integer)) or horizon <= 0:
+    if not is_whole(horizon) or horizon <= 0:
         raise RnnkitError(f"the horizon must be a positive number of steps, got {horizon}")
 
 
