@@ -44,6 +44,7 @@ from ..nn.regularisation import (
 )
 from ..nn.stepping import SAMPLE_PRECISIONS, StepGenerator
 from ..training import distributed
+from ..training.allocator import keep_freed_memory
 from ..training.checkpoint import load_checkpoint, run_checkpoint
 from ..training.config import SEED_MAX, TrainConfig, field_default, resolve_device, resolve_precision
 from ..training.fit import fit, prepare_run_folder, removes_failed_start, run_task
@@ -443,51 +444,67 @@ def enough_chars(hidden: int, layers: int = 2) -> float:
     return CHARS_PER_WEIGHT * layers * 4 * hidden * (hidden + hidden)  # 4 gates over input and state a layer
 
 
-def recommended(max_time: float | None, chars_per_s: Callable[[int], float] | None = None,
-                hidden: int | None = None) -> dict[str, Any]:
+def recommended(max_time: float | None, chars_per_s: Callable[[int, str], float] | None = None,
+                hidden: int | None = None, cell: str | None = None) -> dict[str, Any]:
     """The settings ``rnnkit train`` uses for options not given, by the compute the budget buys.
 
     Tuned for validation loss per CPU second on tiny-shakespeare (BENCHMARKS.md). When the
     budget lets the wide model read enough text (:func:`enough_chars`; always under a step or
-    epoch budget) a 2x512 LSTM with dropout and AWD-LSTM's activation regularisers (AR 2, TAR 1)
-    wins, evaluated with a moving average of its weights. Otherwise a smaller GRU wins: it reads
-    many more characters a second, and at these widths the GRU learns more per second than the
-    LSTM on AMX and AVX2 CPUs alike (AR and TAR slow its learning: BENCHMARKS.md). All overfit
-    the 1 MB text within minutes; AdamW's weight decay (0.3, 0.2 for the wide model at its higher learning
-    rate) is the regulariser that costs no speed.
+    epoch budget) a 2x512 LSTM with dropout wins, evaluated with a moving average of its weights.
+    Otherwise a smaller model wins: it reads many more characters a second. Its cell is the one
+    :func:`default_cell` picks for this machine. Every LSTM takes AWD-LSTM's activation
+    regularisers (AR 2, TAR 1; the wide model whatever its cell), which the GRU learns slower with
+    (BENCHMARKS.md). All overfit the 1 MB text within minutes; AdamW's weight decay (0.3, 0.2 for
+    the wide model at its higher learning rate) is the regulariser that costs no speed.
     The learning rate decays all the way to zero (``min_lr_ratio`` 0): the last, smallest steps
     gained in every replayed run (BENCHMARKS.md).
 
-    ``chars_per_s(hidden)`` measures this machine's training speed for a model of that width
-    (:func:`training_speed`), so a slow CPU (AVX2 only, fp32) or a busy one gets the model its
+    ``chars_per_s(hidden, cell)`` measures this machine's training speed for a model of that width
+    and cell (:func:`training_speed`), so a slow CPU (AVX2 only, fp32) or a busy one gets the model its
     budget can train; without it the budget alone decides (:data:`SHORT_BUDGET`). A width given
     (``hidden``) takes that width's settings whatever the budget: the wide model's from 512 up, the
-    smaller GRUs' below, so a 2x256 trains alike whether the rule or the user picked it.
+    smaller models' below, so a 2x256 trains alike whether the rule or the user picked it; a cell
+    given (``cell``) is measured and set up in place of the default one.
     """
+    def speed(width: int) -> float:
+        return chars_per_s(width, cell or default_cell(width))
+
     if hidden is None:
         if max_time is None:
             hidden = 512
         elif chars_per_s is None:
             hidden = 512 if max_time > SHORT_BUDGET else SMALLER_HIDDEN[0]
-        elif max_time * chars_per_s(512) >= enough_chars(512):
+        elif max_time * speed(512) >= enough_chars(512):
             hidden = 512
         else:
-            hidden = next((h for h in SMALLER_HIDDEN if max_time * chars_per_s(h) >= enough_chars(h)),
-                          SMALLER_HIDDEN[-1])
-    common = {"cell": default_cell(hidden), "layers": 2, "hidden": hidden, "batch_size": 64, "seq_len": 32,
+            hidden = next((h for h in SMALLER_HIDDEN if max_time * speed(h) >= enough_chars(h)), SMALLER_HIDDEN[-1])
+    cell = cell or default_cell(hidden, chars_per_s if max_time is not None else None)
+    common = {"cell": cell, "layers": 2, "hidden": hidden, "batch_size": 64, "seq_len": 32,
               "weight_decay": 0.3, "min_lr_ratio": 0.0}
+    awd = {"ar": 2.0, "tar": 1.0}
     if hidden >= 512:
         # AdamW decays a weight by lr x weight_decay a step: 0.2 at 6e-3 keeps the step's decay
         # that 0.3 gave at the wide model's earlier rate of 4e-3 (BENCHMARKS.md, "Eleventh session")
-        return {**common, "lr": 6e-3, "weight_decay": 0.2, "dropout": 0.2, "ema": 0.998, "ar": 2.0, "tar": 1.0}
-    return {**common, "lr": 1e-2, "dropout": 0.0}
+        return {**common, "lr": 6e-3, "weight_decay": 0.2, "dropout": 0.2, "ema": 0.998, **awd}
+    return {**common, "lr": 1e-2, "dropout": 0.0, **(awd if cell == "lstm" else {})}
 
 
-def default_cell(hidden: int) -> str:
-    """The recommended cell at this width: the LSTM for the wide model, the GRU for the smaller ones
-    (BENCHMARKS.md, "Cells against each other": side by side the GRU won at 2x256, 60 s and 300 s,
-    and at 2x128, 60 s, on AMX and emulated AVX2 CPUs)."""
-    return "lstm" if hidden >= 512 else "gru"
+# The GRU learns more per character than the LSTM at the smaller widths and wins wherever the LSTM
+# trains at most about as fast (AVX2 and AVX-512 BF16 CPUs, a slow AMX one); where oneDNN's bf16
+# LSTM runs well ahead of the GRU (the fast AMX CPU) the LSTM wins (BENCHMARKS.md, "Fifteenth
+# session"). The threshold lies between the speed ratios measured on each side of that line.
+LSTM_OVER_GRU_SPEED = 1.1
+
+
+def default_cell(hidden: int, chars_per_s: Callable[[int, str], float] | None = None) -> str:
+    """The recommended cell at this width: the LSTM for the wide model; below 512 units the GRU,
+    unless this machine trains the LSTM at least :data:`LSTM_OVER_GRU_SPEED` times as fast
+    (``chars_per_s(hidden, cell)``, :func:`training_speed`)."""
+    if hidden >= 512:
+        return "lstm"
+    if chars_per_s is not None and chars_per_s(hidden, "lstm") >= LSTM_OVER_GRU_SPEED * chars_per_s(hidden, "gru"):
+        return "lstm"
+    return "gru"
 
 
 def training_speed(options: dict[str, Any], hidden: int, steps: int = 2) -> float:
@@ -495,12 +512,16 @@ def training_speed(options: dict[str, Any], hidden: int, steps: int = 2) -> floa
 
     A throwaway model of the options' cell (else the width's :func:`default_cell`), depth, embedding, batch,
     window, device and precision takes one warm-up step and ``steps`` timed ones (forward,
-    backward, fused AdamW) on random text.
+    backward, fused AdamW) on random text, with the process's allocator set as the trainer sets it
+    (without that, each step's page faults slow oneDNN's LSTM more than the GRU: BENCHMARKS.md,
+    "Fifteenth session").
     """
     defaults = recommended(None)
+    device = resolve_device(options.get("device", "auto"))
+    if device.type == "cpu":
+        keep_freed_memory()
     cell, layers = options.get("cell", default_cell(hidden)), options.get("layers", defaults["layers"])
     batch, seq = options.get("batch_size", defaults["batch_size"]), options.get("seq_len", defaults["seq_len"])
-    device = resolve_device(options.get("device", "auto"))
     precision = resolve_precision(options.get("precision", "auto"), device)
     model = CharLM(ModelConfig(cell=cell, hidden=hidden, layers=layers, embed=options.get("embed"),
                                vocab_size=96)).to(device)
@@ -568,18 +589,19 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     if "dropout" not in given and (given.get("variational_dropout") or given.get("output_dropout")):
         given["dropout"] = 0.0  # the variational kinds replace the recommended per-step dropout
     budget = given.get("max_time") if "max_steps" not in given and "epochs" not in given else None
-    model_cfg, data_cfg, train_cfg = _checked_configs(corpus, {**recommended(budget, hidden=given.get("hidden")),
-                                                                **given})
+    model_cfg, data_cfg, train_cfg = _checked_configs(
+        corpus, {**recommended(budget, hidden=given.get("hidden"), cell=given.get("cell")), **given})
     files = corpus_files(data_cfg.corpus)
     out = prepare_run_folder(out, "rnnkit train --resume")
     vocab, tokens = _tokenize_once(files, out / TOKENS, data_cfg.encoding, data_cfg.max_vocab, None)
-    # the width by what the budget buys on this machine, measured once the options and the text are
-    # known good, unless the width is given; one process under torchrun could measure differently
-    # from another, so there the budget alone decides
+    # the width (and the smaller models' cell) by what the budget buys on this machine, measured once
+    # the options and the text are known good, unless the width is given; one process under torchrun
+    # could measure differently from another, so there the budget alone decides
     if (budget is not None and "hidden" not in given and not distributed.active()
             and len(tokens) > data_cfg.batch_size * data_cfg.seq_len):
-        speed = functools.cache(functools.partial(training_speed, given))
-        model_cfg, data_cfg, train_cfg = _checked_configs(corpus, {**recommended(budget, speed), **given})
+        speed = functools.cache(lambda hidden, cell: training_speed({**given, "cell": cell}, hidden))
+        model_cfg, data_cfg, train_cfg = _checked_configs(
+            corpus, {**recommended(budget, speed, cell=given.get("cell")), **given})
     if distributed.rank() == 0:
         write_json(out / "vocab.json", vocab.chars)
     torch.manual_seed(train_cfg.seed)
