@@ -71,7 +71,8 @@ def test_options_not_given_come_from_the_recommended_defaults(trained):
 
 def test_the_model_follows_the_compute_the_budget_buys():
     """Fast machine: the wide model at 300 s, the 2x256 at 60 s; a slow one gets a model its budget can train."""
-    def cache_bound(rate_512, lstm_over_gru=1.0):  # speed falls with the square of the width, as products do
+    def cache_bound(rate_512, lstm_over_gru=0.9):  # speed falls with the square of the width, as products do;
+        # the LSTM a little slower than the GRU, as on AVX2 and AVX-512 BF16 CPUs
         return lambda hidden, cell: rate_512 * (512 / hidden) ** 2 * (lstm_over_gru if cell == "lstm" else 1.0)
 
     amx, amx_one_thread, avx2_one_thread = cache_bound(24_000), cache_bound(7_600), cache_bound(2_000)
@@ -82,7 +83,7 @@ def test_the_model_follows_the_compute_the_budget_buys():
     assert recommended(300, avx2_one_thread)["hidden"] == 256
     assert recommended(3600, avx2_one_thread)["hidden"] == 512
     assert recommended(None, avx2_one_thread) == recommended(None)  # a step budget: the wide model
-    # the wide model is an LSTM, the smaller ones GRUs where the LSTM trains no faster than the GRU
+    # the wide model is an LSTM, the smaller ones GRUs where the LSTM trains slower than the GRU
     assert recommended(300, amx)["cell"] == recommended(None)["cell"] == recommended(600)["cell"] == "lstm"
     smaller = (recommended(60), recommended(60, avx2_one_thread), recommended(300, amx_one_thread))
     assert {o["cell"] for o in smaller} == {"gru"}

@@ -32,7 +32,7 @@ def register(sub) -> None:
     g = t.add_argument_group("model")
     g.add_argument("--cell", choices=cell_names(),
                    help="recurrent cell (default: lstm at 512 units and up; below, gru, or lstm where this "
-                        "machine trains it at least 1.1x as fast as the gru)")
+                        "machine trains it at least as fast as the gru)")
     g.add_argument("--hidden", type=positive_int,
                    help="hidden units per layer (default: 512, 256 or 128, by the compute the budget buys)")
     g.add_argument("--layers", type=positive_int, help="stacked layers (default 2)")
