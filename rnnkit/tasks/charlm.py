@@ -478,7 +478,7 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int, str], float]
             hidden = 512
         else:
             hidden = next((h for h in SMALLER_HIDDEN if max_time * speed(h) >= enough_chars(h)), SMALLER_HIDDEN[-1])
-    cell = cell or default_cell(hidden, chars_per_s if max_time is not None else None)
+    cell = cell or default_cell(hidden, chars_per_s)
     common = {"cell": cell, "layers": 2, "hidden": hidden, "batch_size": 64, "seq_len": 32,
               "weight_decay": 0.3, "min_lr_ratio": 0.0}
     awd = {"ar": 2.0, "tar": 1.0}
