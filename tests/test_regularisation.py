@@ -14,6 +14,7 @@ from rnnkit.cli import main
 from rnnkit.data.text import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.nn.cells import CELLS, ElmanTanh, register_cell
+from rnnkit.nn.dropout import dropout
 from rnnkit.nn.layers import locked_mask, make_layer
 from rnnkit.nn.regularisation import (
     activation_regularisation,
@@ -84,7 +85,7 @@ def test_weight_drop_runs_the_layer_on_the_dropped_matrix(cell, impl):
     torch.manual_seed(7)
     out, _ = layer(x)
     torch.manual_seed(7)  # the same draws, by hand: one mask per layer's recurrent matrix, layer order
-    dropped = {f"weight_hh_l{k}": F.dropout(getattr(layer, f"weight_hh_l{k}").detach(), 0.4, True)
+    dropped = {f"weight_hh_l{k}": dropout(getattr(layer, f"weight_hh_l{k}").detach(), 0.4)
                for k in range(2)}
     plain = make_layer(cell, 3, 5, 2, impl=impl)
     plain.load_state_dict({**layer.state_dict(), **dropped})

@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..errors import RnnkitError, is_whole
 from .cells import CellType, State, Weights, get_cell
+from .dropout import dropout
 
 PublicState = Tensor | tuple[Tensor, ...]
 IMPLS = ("auto", "fused", "loop")
@@ -251,7 +251,7 @@ class RecurrentLayer(nn.Module):
             role = self.cell.recurrent_weight
             for per_layer in weights:
                 for w in per_layer:
-                    w[role] = F.dropout(w[role], self.weight_drop, True)
+                    w[role] = dropout(w[role], self.weight_drop)
         return weights
 
     def _locked_dropout_on(self) -> bool:
@@ -273,20 +273,25 @@ class RecurrentLayer(nn.Module):
 
     def _torch_run(self, x: Tensor, batch_sizes: Tensor | None, sorted_idx: Tensor | None,
                    hx: State) -> tuple[Tensor, State]:
-        """Torch's fused kernel over all layers in one call; with variational dropout in training,
-        one call per layer, the locked mask applied between them."""
+        """Torch's fused kernel over all layers in one call; with dropout between layers in
+        training, one call per layer where rnnkit applies it: the locked mask of variational
+        dropout, or on CPU :func:`rnnkit.nn.dropout.dropout` (torch's own is slow there)."""
         fn = getattr(torch._VF, self.cell.torch_kernel)
         weights = self._run_weights()
-        groups = [[k] for k in range(self.num_layers)] if self._locked_dropout_on() else [list(range(self.num_layers))]
+        own_dropout = self.dropout > 0 and self.training and self.num_layers > 1 and x.device.type == "cpu"
+        split = own_dropout or self._locked_dropout_on()
+        groups = [[k] for k in range(self.num_layers)] if split else [list(range(self.num_layers))]
         per = self.num_directions
         finals = []
         for group in groups:
-            if group[0] > 0:
+            if group[0] > 0 and own_dropout:
+                x = dropout(x, self.dropout)
+            if group[0] > 0 and self._locked_dropout_on():
                 x = x * self._locked_mask(x, batch_sizes, sorted_idx)
             flat = [w for k in group for d in range(per) for w in weights[k][d].values()]
             h = tuple(s[group[0] * per:(group[-1] + 1) * per] for s in hx)
             h = h if len(h) > 1 else h[0]
-            args = (flat, self.bias, len(group), self.dropout, self.training, self.bidirectional)
+            args = (flat, self.bias, len(group), 0.0 if split else self.dropout, self.training, self.bidirectional)
             with warnings.catch_warnings():
                 # cuDNN copies weights that are not one contiguous block; correct, just slower.
                 warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk.*")
@@ -315,7 +320,7 @@ class RecurrentLayer(nn.Module):
         finals: list[State] = []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
-                x = F.dropout(x, self.dropout, self.training)
+                x = dropout(x, self.dropout, self.training)
             if layer > 0 and self._locked_dropout_on():
                 x = x * locked_mask(x, x.shape[1], self.variational_dropout).unsqueeze(0)
             outputs = []

@@ -31,6 +31,7 @@ from ..errors import RnnkitError, is_whole
 from ..hardware import check_fits_in_memory
 from ..io import write_json
 from ..nn.cells import CELLS
+from ..nn.dropout import Dropout
 from ..nn.init import init_recurrent
 from ..nn.layers import make_layer
 from ..nn.regularisation import (
@@ -123,7 +124,7 @@ class CharLM(nn.Module):
         self.rnn = make_layer(config.cell, config.embed_width, config.hidden, config.layers, batch_first=True,
                               **config.layer_kwargs(config.dropout, config.layers))
         init_recurrent(self.rnn, config.init)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
         if config.tie_embeddings:
             tie_weights(self.embed, self.head)

@@ -67,6 +67,7 @@ from ..data.labelled_text import MAX_CHARS, LabelledText, Tokenizer, Vocab, fold
 from ..errors import RnnkitError
 from ..io import atomic_write, atomic_write_text, load_tensors, save_tensors
 from ..nn.cells import CELLS
+from ..nn.dropout import Dropout
 from ..nn.layers import make_layer
 from ..nn.regularisation import LayerRegularisation
 from ..plotting import new_figure, save_figure
@@ -118,7 +119,7 @@ class ClassifierNet(nn.Module):
         width = cfg.hidden * (2 if cfg.bidirectional else 1)
         if cfg.pooling == "attention":
             self.attn = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1, bias=False))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.head = nn.Linear(width, cfg.classes)
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:

@@ -47,6 +47,7 @@ from ..data.batching import shard
 from ..errors import RnnkitError, is_whole
 from ..io import load_tensors, save_tensors, write_json
 from ..nn.cells import CELLS
+from ..nn.dropout import Dropout
 from ..nn.layers import make_layer
 from ..nn.regularisation import LayerRegularisation
 from ..plotting import new_figure, save_figure
@@ -102,7 +103,7 @@ class ForecastNet(nn.Module):
         if cfg.mode == "direct":
             self.head = nn.Sequential(
                 nn.Linear(cfg.hidden + cfg.horizon * cfg.n_future, cfg.hidden), nn.ReLU(),
-                nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.horizon * out))
+                Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.horizon * out))
         else:
             self.head = nn.Linear(cfg.hidden, out)
 

@@ -53,6 +53,7 @@ from ..data.batching import LengthBuckets, length_mask, pad, shard
 from ..errors import RnnkitError
 from ..io import load_tensors, save_tensors
 from ..nn.cells import CELLS
+from ..nn.dropout import Dropout
 from ..nn.layers import make_layer
 from ..nn.regularisation import LayerRegularisation
 from ..training.checkpoint import load_checkpoint, run_checkpoint
@@ -89,7 +90,7 @@ class MusicNet(nn.Module):
         self.cfg = cfg
         self.rnn = make_layer(cfg.cell, KEYS, cfg.hidden, cfg.layers, batch_first=True,
                               **cfg.layer_kwargs(cfg.dropout, cfg.layers))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.bias_v = nn.Linear(cfg.hidden, KEYS)  # independent output: the logits; NADE: b(h_t)
         if cfg.output == "nade":
             self.bias_h = nn.Linear(cfg.hidden, cfg.nade_hidden)  # c(h_t)

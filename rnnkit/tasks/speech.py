@@ -61,6 +61,7 @@ from ..data.speech import Alphabet, Utterance, ctc_min_frames, fsdd_utterances, 
 from ..errors import RnnkitError
 from ..io import load_tensors, save_tensors
 from ..nn.cells import CELLS
+from ..nn.dropout import Dropout
 from ..nn.layers import make_layer
 from ..nn.regularisation import LayerRegularisation
 from ..training.checkpoint import load_checkpoint, run_checkpoint
@@ -174,7 +175,7 @@ class AcousticModel(nn.Module):
             dim = self.conv.out_dim
         self.rnn = make_layer(cfg.cell, dim * cfg.stride, cfg.hidden, cfg.layers, batch_first=True,
                               bidirectional=not cfg.streaming, **cfg.layer_kwargs(cfg.dropout, cfg.layers))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden * (1 if cfg.streaming else 2), len(cfg.alphabet))
 
     def output_lengths(self, lengths: Tensor) -> Tensor:

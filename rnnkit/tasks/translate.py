@@ -57,6 +57,7 @@ from ..data.parallel_text import (
 from ..errors import RnnkitError
 from ..io import load_tensors, save_tensors
 from ..nn.cells import CELLS
+from ..nn.dropout import Dropout
 from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
 from ..training.checkpoint import load_checkpoint, run_checkpoint
@@ -170,7 +171,7 @@ class Seq2Seq(nn.Module):
         self.out = nn.Linear(E, cfg.tgt_vocab)
         if cfg.tie_embeddings:  # the attentional vector lives in the embedding space, so E^T reads it out
             self.out.weight = self.tgt_embed.weight
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     @property
     def stepwise(self) -> bool:
