@@ -11,7 +11,8 @@ from conftest import SHARED
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["train_speed.py", "sample_speed.py", "large_corpus.py", "gpu.py"])
+@pytest.mark.parametrize("script", [
+    "train_speed.py", "sample_speed.py", "large_corpus.py", "gpu.py", "dropout_speed.py"])
 def test_benchmark_script_runs(script):
     proc = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], capture_output=True, text=True,
                           timeout=600)
