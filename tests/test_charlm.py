@@ -115,8 +115,9 @@ def test_the_smaller_model_is_an_lstm_where_this_machine_trains_it_well_ahead_of
     given = recommended(60, ahead, cell="gru")
     assert given["cell"] == "gru" and "ar" not in given and {c for _, c in measured} == {"gru"}
     assert recommended(60, hidden=256, cell="lstm")["ar"] == 2.0 and "ar" not in recommended(60, hidden=256)
-    # the multiplicative LSTM trains at half the smaller models' rate (its gradients explode at theirs)
-    assert recommended(60, hidden=256, cell="mlstm")["lr"] == recommended(60, hidden=256)["lr"] / 2
+    # the multiplicative LSTM trains at half the other cells' rate at every width (its gradients explode at theirs)
+    for hidden in (128, 256, 512, 1024):
+        assert recommended(60, hidden=hidden, cell="mlstm")["lr"] == recommended(60, hidden=hidden)["lr"] / 2
 
 
 def test_training_speed_is_measured_with_the_runs_options(monkeypatch):

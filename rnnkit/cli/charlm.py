@@ -53,7 +53,7 @@ def register(sub) -> None:
     g.add_argument("--encoding", help="text encoding (default utf-8, BOM allowed)")
     g.add_argument("--max-vocab", type=positive_int, help="keep the N most frequent characters; others map to U+FFFD")
     add_config_options(t.add_argument_group("training"), TrainConfig, TRAIN_OPTIONS,
-                       defaults={"lr": "by width: 1e-2 (mlstm 5e-3), or 6e-3 from 512 units",
+                       defaults={"lr": "by width: 1e-2, or 6e-3 from 512 units (mlstm: half)",
                                  "weight_decay": "by width: 0.3, or 0.2 from 512 units",
                                  "min_lr_ratio": 0, "ema": "by width: off, or 0.998 from 512 units",
                                  "max_time": "120 if no budget is given"})

@@ -483,14 +483,15 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int, str], float]
     common = {"cell": cell, "layers": 2, "hidden": hidden, "batch_size": 64, "seq_len": 32,
               "weight_decay": 0.3, "min_lr_ratio": 0.0}
     awd = {"ar": 2.0, "tar": 1.0}
+    # the multiplicative LSTM's gradients explode at the other cells' rates (1e-2 at 256 units, 6e-3 at
+    # 512) within the first few hundred steps, in fp32 as in bf16; it trains at half of them
+    # (BENCHMARKS.md, "Fifteenth session" and "Sixteenth session")
+    rate = 0.5 if cell == "mlstm" else 1.0
     if hidden >= 512:
         # AdamW decays a weight by lr x weight_decay a step: 0.2 at 6e-3 keeps the step's decay
         # that 0.3 gave at the wide model's earlier rate of 4e-3 (BENCHMARKS.md, "Eleventh session")
-        return {**common, "lr": 6e-3, "weight_decay": 0.2, "dropout": 0.2, "ema": 0.998, **awd}
-    # the multiplicative LSTM's gradients explode at 1e-2 within the first few hundred steps, in fp32
-    # as in bf16, and it trains at half that rate (BENCHMARKS.md, "Fifteenth session")
-    lr = 5e-3 if cell == "mlstm" else 1e-2
-    return {**common, "lr": lr, "dropout": 0.0, **(awd if cell == "lstm" else {})}
+        return {**common, "lr": rate * 6e-3, "weight_decay": 0.2, "dropout": 0.2, "ema": 0.998, **awd}
+    return {**common, "lr": rate * 1e-2, "dropout": 0.0, **(awd if cell == "lstm" else {})}
 
 
 # The GRU learns more per character than a plain LSTM at the smaller widths and won wherever it
