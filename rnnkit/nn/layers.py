@@ -23,6 +23,8 @@ place with one mask per sequence, shared by all its time steps. ``weight_drop`` 
 on the recurrent matrix (the cell's ``recurrent_weight``, ``weight_hh``): in training each
 forward call samples one mask on that matrix, and the same kernel, fused or loop, runs with the
 dropped weights; gradients reach the raw weights. In eval mode all three are the identity.
+Per-step dropout and weight drop draw their masks with :func:`rnnkit.nn.dropout.dropout`, whose
+mask is cheap on CPU; to use it between layers, the fused path on CPU runs one layer a call.
 
 Variable-length batches: pass a ``PackedSequence`` (packed out, as torch does), or a padded
 batch with ``lengths=`` (one per sequence). Either way each sequence is run as if alone: the
