@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from rnnkit.nn.dropout import Dropout, dropout
-from rnnkit.nn.layers import make_layer
+from rnnkit.nn.dropout import Dropout, dropout, dropout_mask
+from rnnkit.nn.layers import locked_mask, make_layer
+from rnnkit.nn.regularisation import embedding_dropout
 from rnnkit.tasks.charlm import CharLM, ModelConfig
 
 
@@ -51,6 +52,24 @@ def test_eval_mode_and_the_edge_rates_are_torchs():
     module = Dropout(0.5)
     assert isinstance(module, nn.Dropout)
     assert module.eval()(x) is x
+
+
+def test_every_mask_is_drawn_one_way_per_element_per_sequence_and_per_row():
+    """Per-step dropout, the locked (per-sequence) mask and embedding dropout's row mask all come from
+    dropout_mask: the same seed gives the same mask, shaped for each."""
+    h, weight = torch.randn(7, 3, 10), torch.randn(12, 5)
+    for drawn, by_hand in [
+        (lambda: dropout(h, 0.3), lambda: h * dropout_mask(h.shape, 0.3, h)),
+        (lambda: locked_mask(h, 3, 0.3), lambda: dropout_mask((3, 10), 0.3, h)),
+        (lambda: embedding_dropout(weight, 0.3), lambda: weight * dropout_mask((12, 1), 0.3, weight)),
+    ]:
+        torch.manual_seed(5)
+        first = drawn()
+        torch.manual_seed(5)
+        torch.testing.assert_close(first, by_hand())
+    mask = dropout_mask((1 << 16, 4), 0.25, weight)
+    assert mask.unique().tolist() == [0.0, torch.tensor(1 / (1 - 0.25)).item()]
+    assert abs((mask == 0).float().mean().item() - 0.25) < 0.01
 
 
 @pytest.mark.parametrize("impl", ["fused", "loop"])

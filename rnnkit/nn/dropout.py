@@ -20,19 +20,30 @@ from torch import Tensor, nn
 _LEVELS = 1 << 16  # the mask's resolution: 16 random bits per element
 
 
+def dropout_mask(shape: tuple[int, ...] | torch.Size, p: float, like: Tensor) -> Tensor:
+    """A ``shape`` mask in ``like``'s dtype and device: 0 with probability ``p``, else ``1 / (1 - p)``.
+
+    The one way rnnkit draws a dropout mask (per element, per sequence, per embedding row). On CPU
+    the cheap 16-bit draw; elsewhere, or where ``p`` is finer than 16 bits resolve, a Bernoulli draw.
+    """
+    dropped = round(p * _LEVELS)
+    if like.device.type != "cpu" or dropped in (0, _LEVELS):
+        return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
+    numel = torch.Size(shape).numel()
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # all 64 bits random
+    kept = words.view(torch.int16)[:numel].view(shape) >= dropped - _LEVELS // 2
+    return kept.to(like.dtype).mul_(_LEVELS / (_LEVELS - dropped))
+
+
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """``x`` with each element zeroed with probability ``p`` in training, the rest scaled by ``1 / (1 - p)``."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0:
         return x
-    dropped = round(p * _LEVELS)
-    if x.device.type != "cpu" or dropped in (0, _LEVELS) or not x.is_floating_point():
-        return F.dropout(x, p, training)
-    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # all 64 bits random
-    kept = words.view(torch.int16)[: x.numel()].view(x.shape) >= dropped - _LEVELS // 2
-    mask = kept.to(x.dtype).mul_(_LEVELS / (_LEVELS - dropped))
-    return x * mask
+    if x.device.type != "cpu" or p == 1 or not x.is_floating_point():
+        return F.dropout(x, p, training)  # fused on GPUs; torch's own result and errors at the edges
+    return x * dropout_mask(x.shape, p, x)
 
 
 class Dropout(nn.Dropout):
@@ -42,4 +53,4 @@ class Dropout(nn.Dropout):
         return dropout(input, self.p, self.training)
 
 
-__all__ = ["Dropout", "dropout"]
+__all__ = ["Dropout", "dropout", "dropout_mask"]

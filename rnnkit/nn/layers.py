@@ -45,7 +45,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..errors import RnnkitError, is_whole
 from .cells import CellType, State, Weights, get_cell
-from .dropout import dropout
+from .dropout import dropout, dropout_mask
 
 PublicState = Tensor | tuple[Tensor, ...]
 IMPLS = ("auto", "fused", "loop")
@@ -400,7 +400,7 @@ class Unrolled:
 
 def locked_mask(like: Tensor, batch: int, p: float) -> Tensor:
     """A ``(batch, features)`` dropout mask (kept units scaled by ``1 / (1 - p)``) to share over time."""
-    return like.new_empty(batch, like.shape[-1]).bernoulli_(1 - p).div_(1 - p)
+    return dropout_mask((batch, like.shape[-1]), p, like)
 
 
 def _describe(state: Any) -> str:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..errors import RnnkitError
 from ..training.config import option
 from .cells import get_cell
+from .dropout import dropout_mask
 from .layers import locked_mask
 
 LAYER_REGULARISATION = ("weight_drop", "variational_dropout")
@@ -104,7 +105,7 @@ def embedding_dropout(weight: Tensor, p: float, training: bool = True) -> Tensor
     """``weight`` ``(V, E)`` with whole rows zeroed with probability ``p``, the rest scaled by ``1 / (1 - p)``."""
     if not training or p == 0:
         return weight
-    mask = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p).div_(1 - p)
+    mask = dropout_mask((weight.shape[0], 1), p, weight)
     return weight * mask
 
 

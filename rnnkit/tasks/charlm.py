@@ -497,7 +497,8 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int, str], float]
 # The GRU learns more per character than a plain LSTM at the smaller widths and won wherever it
 # trained faster than the LSTM (AVX2 and AVX-512 BF16 CPUs, a slow AMX one); where oneDNN's bf16
 # LSTM runs as fast as the GRU or faster (the fast AMX CPU, one thread or two) the LSTM with AR and
-# TAR won (BENCHMARKS.md, "Fifteenth session"). Two timed steps measure the ratio to within about 10%.
+# TAR won (BENCHMARKS.md, "Fifteenth session"). The probe is two timed steps, so near 1.0 its pick can
+# go either way (BENCHMARKS.md, "Sixteenth session").
 LSTM_OVER_GRU_SPEED = 1.0
 
 
