@@ -8,6 +8,7 @@ bits/char. The references were measured on a machine of this kind (see BENCHMARK
     python benchmarks/quality.py --cells lstm lnlstm mlstm gru mingru minlstm --seeds 1337 1338
     python benchmarks/quality.py --dynamic       # also the validation text under dynamic evaluation
     python benchmarks/quality.py -- --hidden 384 --lr 3e-3     # any rnnkit train option, after --
+    python benchmarks/quality.py -- --members 2                # an ensemble: its loss, its members' steps
     python benchmarks/quality.py --budgets 60 300 --steps 2982 3481   # a faster machine's runs, step for step
 
 ``--steps`` trains the settings recommended for each budget for that many steps instead of for
@@ -63,12 +64,16 @@ def run(budget: float, extra: list[str], corpus: Path, dynamic: bool = False, st
         rnnkit("train", str(corpus), "--out", str(out), "--sample-length", "0", *budget_options(budget, steps),
                *extra)
         wall = time.perf_counter() - start
-        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        config = json.loads((out / "config.json").read_text())
+        members = json.loads((out / "config.json").read_text()).get("members")  # an ensemble's run folders
+        # an ensemble: its validation loss in its own log; the model, steps and speed are its members'
+        runs = [out / name for name in members] if members else [out]
+        records = [json.loads(line) for line in (runs[0] / "metrics.jsonl").read_text().splitlines()]
+        config = json.loads((runs[0] / "config.json").read_text())
         m, t = config["model"], config["data"]
         budget_text = budget if steps is None else f"{budget:g} as {steps} steps"
         row = {"budget s": budget_text, "model": f"{m['cell']} {m['layers']}x{m['hidden']}, batch {t['batch_size']} "
-               f"x seq {t['seq_len']}, {config['precision']}, seed {config['train']['seed']}"}
+               f"x seq {t['seq_len']}, {config['precision']}, seed {config['train']['seed']}"
+               + (f", {len(members)} members" if members else "")}
         if dynamic:  # the validation split (the text's last 10%) read again, statically and adapting
             text = corpus.read_text(encoding="utf-8")
             val_text = Path(tmp) / "val.txt"
@@ -76,11 +81,17 @@ def run(budget: float, extra: list[str], corpus: Path, dynamic: bool = False, st
             lines = rnnkit("eval", str(out), str(val_text), "--dynamic").splitlines()
             row["eval static"] = float(lines[-1].split()[1])
             row["eval dynamic"] = float(next(x for x in lines if x.startswith("dynamic loss")).split()[2])
-    val = [r for r in records if "val_loss" in r][-1]
-    rates = [r["chars_per_s"] for r in records if "chars_per_s" in r]
-    return {**row, "val loss (nats)": val["val_loss"], "val bpc": val["val_loss"] / math.log(2),
+        val = [r for r in records if "val_loss" in r][-1]
+        speed = 0.0
+        for folder in runs:
+            rates = [r["chars_per_s"] for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())
+                     if "chars_per_s" in r]
+            speed += sum(rates) / len(rates) if rates else math.nan
+        loss = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["val_loss"] if members else \
+            val["val_loss"]
+    return {**row, "val loss (nats)": loss, "val bpc": loss / math.log(2),
             "target": TARGETS.get(int(budget), float("nan")), "steps": val["step"],
-            "chars/s": sum(rates) / len(rates) if rates else math.nan, "wall s": wall}
+            "chars/s": speed, "wall s": wall}
 
 
 def main() -> None:

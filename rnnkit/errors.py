@@ -38,6 +38,10 @@ class TrainingDiverged(RnnkitError):
         self.result = result
 
 
+class RunFinished(RnnkitError):
+    """A run asked to continue has already trained for its whole budget."""
+
+
 class TrainingStopped(RnnkitError):
     """Training was stopped by a signal (Ctrl-C: exit 130, SIGTERM: exit 143) after saving ``last.pt``.
 

@@ -7,6 +7,9 @@ slower. Every ``auto`` choice asks here, and the tests fake the answers to check
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 
@@ -50,3 +53,20 @@ def check_fits_in_memory(n_params: int, what: str) -> None:
 
 
 __all__ = ["check_fits_in_memory", "cpu_capability", "cpu_has_amx", "cpu_has_avx512_bf16", "memory_bytes"]
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (None: as set), then restore the number set before.
+
+    Small recurrent nets are latency-bound, so on a busy machine extra threads mostly wait on each
+    other; and a model meant to train on a share of the CPU is measured on that share."""
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -21,6 +21,17 @@ def test_benchmark_script_runs(script):
     assert "| " in proc.stdout  # printed a table
 
 
+def test_cell_probe_counts_the_rules_picks():
+    proc = subprocess.run([sys.executable, str(BENCH / "cell_probe.py"), "--smoke", "--steps", "1", "3"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
+    assert len(rows) == 4  # each step count as measured, and again in the closing table
+    for row in rows:  # the picks of each step count add up to its processes
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert int(cells[-2]) + int(cells[-1]) == int(cells[1]) == 2
+
+
 def test_scan_speed_times_cells_by_name_and_skips_unknown_ones():
     proc = subprocess.run([sys.executable, str(BENCH / "scan_speed.py"), "--smoke", "--cells", "mingru", "nosuchcell"],
                           capture_output=True, text=True, timeout=600)

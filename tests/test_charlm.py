@@ -3,6 +3,7 @@
 import json
 import math
 import sys
+import types
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.nn.cells import CELLS
 from rnnkit.nn.layers import make_layer
 from rnnkit.nn.stepping import Picker, StepGenerator
+from rnnkit.tasks import charlm
 from rnnkit.tasks.charlm import (
     LSTM_OVER_GRU_SPEED,
     CharLM,
@@ -129,6 +131,19 @@ def test_training_speed_is_measured_with_the_runs_options(monkeypatch):
                            16)
     assert speed > 0 and math.isfinite(speed)
     assert allocator._done or not sys.platform.startswith("linux")
+
+
+def test_training_speed_is_not_decided_by_one_slow_step(monkeypatch):
+    """A moment of other load on the machine (one step ten times slower) leaves the measured speed as
+    the other steps give it: the pick between cells once flipped on such a moment."""
+    readings, now = [0.0], 0.0  # the warm-up step's start; it is not timed
+    for duration in (0.02, 0.02, 0.2, 0.02, 0.02):
+        readings += [now, now + duration]
+        now += duration
+    clock = iter(readings)
+    monkeypatch.setattr(charlm, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    options = {"cell": "gru", "layers": 1, "embed": 4, "batch_size": 4, "seq_len": 8, "precision": "fp32"}
+    assert training_speed(options, 16, steps=5) == pytest.approx(4 * 8 / 0.02)
 
 
 def test_checkpoint_is_self_contained(trained, tmp_path):

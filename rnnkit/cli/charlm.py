@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ..errors import RnnkitError
@@ -41,6 +42,9 @@ def register(sub) -> None:
                    help="initialisation of the recurrent layers (see rnnkit.nn.init)")
     g.add_argument("--dropout", type=fraction,
                    help="dropout between layers and before the output (default by budget: 0 or 0.2)")
+    g.add_argument("--members", type=positive_int,
+                   help="train this many models side by side, each on a share of the CPU's threads, and "
+                        "average their predictions (an ensemble; default 1)")
     g = t.add_argument_group("regularisation", "AWD-LSTM's regularisers (Merity et al. 2017, arXiv:1708.02182), "
                              "off by default but for AR and TAR on an lstm and the wide model")
     add_config_options(g, AWDRegularisation, AWD_OPTIONS,
@@ -118,12 +122,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         out = default_run_folder(args.corpus[0]) if args.corpus else str(Path("runs") / "stdlib")
     from ..training import distributed
 
-    model, result = train(args.corpus or None, out=out, resume=args.resume, **options)
+    model, result = train(args.corpus or None, out=out, resume=args.resume, members=args.members, **options)
     if distributed.rank() != 0:  # under torchrun the first process reports for all
         distributed.shutdown()
         return
     distributed.shutdown()
     run_dir = args.resume or out
+    for name, member in getattr(result, "members", {}).items():  # an ensemble's models, each on its own line
+        print(f"{name}: steps {member.steps}  {member.items_per_second:,.0f} chars/s  "
+              f"val loss {member.last_eval.get('val_loss', math.nan):.4f}")
     print(f"run folder: {run_dir}  steps {result.steps}  train time {result.train_time:.0f}s  "
           f"{result.items_per_second:,.0f} chars/s")
     if args.sample_length > 0:
@@ -135,9 +142,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from ..tasks.charlm import CharLM, sample_to_stdout
+    from ..tasks.charlm import CharModel, sample_to_stdout
 
-    model = CharLM.load(args.run, args.checkpoint, device="cpu")
+    model = CharModel.load(args.run, args.checkpoint, device="cpu")
     texts = sample_to_stdout(model, length=args.length, prime=args.prime,
                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                              greedy=args.greedy, stop=args.stop, seed=args.seed,
@@ -153,7 +160,7 @@ DYNAMIC_OPTIONS = ("method", "lr", "decay", "segment", "stats_chars")
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from ..data.text import read_text, resolve_corpus
-    from ..tasks.charlm import LN2, CharLM
+    from ..tasks.charlm import LN2, CharModel
 
     dynamic = None
     if args.dynamic:
@@ -166,7 +173,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if given:
             raise RnnkitError(f"--{given[0].replace('_', '-')} is a setting of dynamic evaluation: add --dynamic")
     texts = [(f, read_text(f, args.encoding)) for f in resolve_corpus(args.files)]  # every file's errors first
-    model = CharLM.load(args.run, args.checkpoint, device=args.device)
+    model = CharModel.load(args.run, args.checkpoint, device=args.device)
     if dynamic is not None:
         dynamic = dynamic.resolve(model, progress=None)  # gradient statistics once, for every file
         print(dynamic.describe())

@@ -38,6 +38,14 @@ from ..errors import RnnkitError
 from . import scan_sequence
 
 State = tuple[Tensor, ...]
+
+
+def detach_state(state: Any) -> Any:
+    """A recurrent state (a tensor, or tuples of them, nested for models made of several) cut from its graph:
+    carried on, it no longer backpropagates into the steps that made it (truncated BPTT)."""
+    if isinstance(state, (tuple, list)):
+        return type(state)(detach_state(s) for s in state)
+    return state.detach()
 Weights = dict[str, Tensor]
 Linear = Callable[..., Tensor]  # (x, weight, bias=None) -> x @ weight.T + bias, as F.linear
 

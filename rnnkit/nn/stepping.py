@@ -11,6 +11,7 @@ product per step on weights prepared once:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,65 @@ def default_sample_dtype(batch: int = 1) -> torch.dtype:
 SAMPLE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
 
 
-class StepGenerator:
+class Stepper:
+    """Generates text a token at a time from a model's :meth:`prime_state` and :meth:`step`."""
+
+    def prime_state(self, ids: Tensor, batch: int) -> tuple[Any, Tensor]:
+        """The state after all of ``ids`` but its last, for ``batch`` samples, and the last id for each."""
+        raise NotImplementedError
+
+    def step(self, token: Tensor, states: Any) -> Tensor:
+        """Advance by one token (``token``: (B,) ids), updating ``states`` in place; return next-token logits."""
+        raise NotImplementedError
+
+    def generate(self, vocab: Vocab, prime: str, length: int, num_samples: int,
+                 generator: torch.Generator, temperature: float, top_k: int | None,
+                 top_p: float | None, greedy: bool, stop: str | None,
+                 on_text: Callable[[str], None] | None) -> list[str]:
+        if not prime:
+            prime = "\n" if "\n" in vocab.index else vocab.chars[0]
+        ids = torch.from_numpy(vocab.encode(prime).astype("int64"))
+        states, token = self.prime_state(ids, num_samples)
+        choose = Picker(generator, temperature, top_k, top_p, greedy)
+        out: list[list[str]] = [[] for _ in range(num_samples)]
+        done = [False] * num_samples
+        for _ in range(length):
+            token = choose(self.step(token, states))
+            for b, t in enumerate(token.tolist()):
+                if done[b]:
+                    continue
+                ch = vocab.chars[t]
+                out[b].append(ch)
+                if b == 0 and on_text is not None:
+                    on_text(ch)
+                if stop and ch == stop[-1] and "".join(out[b][-len(stop):]) == stop:
+                    done[b] = True
+            if all(done):
+                break
+        return ["".join(o) for o in out]
+
+
+class EnsembleStepper(Stepper):
+    """Several models stepped together; the next token is drawn from the average of their distributions.
+
+    The logits given to the sampler are the log of that average, so temperature, top-k and top-p
+    act on the ensemble's distribution as on one model's.
+    """
+
+    def __init__(self, members: list[Stepper]) -> None:
+        self.members = members
+
+    def prime_state(self, ids: Tensor, batch: int) -> tuple[list[Any], Tensor]:
+        primed = [member.prime_state(ids, batch) for member in self.members]
+        return [state for state, _ in primed], primed[0][1]
+
+    def step(self, token: Tensor, states: list[Any]) -> Tensor:
+        log_probs = torch.stack([torch.log_softmax(member.step(token, state), -1)
+                                 for member, state in zip(self.members, states, strict=True)])
+        return torch.logsumexp(log_probs, 0) - math.log(len(self.members))
+
+
+class StepGenerator(Stepper):
     """An embedding, a unidirectional recurrent layer (any registered cell) and a linear head,
     prepared for one-token-at-a-time stepping.
 
@@ -175,33 +234,6 @@ class StepGenerator:
             final = self.rnn._internal(final)
             states = [tuple(f[k].float().cpu() for f in final) for k in range(n)]
         return states, ids[-1].expand(batch).clone()
-
-    def generate(self, vocab: Vocab, prime: str, length: int, num_samples: int,
-                 generator: torch.Generator, temperature: float, top_k: int | None,
-                 top_p: float | None, greedy: bool, stop: str | None,
-                 on_text: Callable[[str], None] | None) -> list[str]:
-        if not prime:
-            prime = "\n" if "\n" in vocab.index else vocab.chars[0]
-        ids = torch.from_numpy(vocab.encode(prime).astype("int64"))
-        states, token = self.prime_state(ids, num_samples)
-        choose = Picker(generator, temperature, top_k, top_p, greedy)
-        out: list[list[str]] = [[] for _ in range(num_samples)]
-        done = [False] * num_samples
-        for _ in range(length):
-            token = choose(self.step(token, states))
-            for b, t in enumerate(token.tolist()):
-                if done[b]:
-                    continue
-                ch = vocab.chars[t]
-                out[b].append(ch)
-                if b == 0 and on_text is not None:
-                    on_text(ch)
-                if stop and ch == stop[-1] and "".join(out[b][-len(stop):]) == stop:
-                    done[b] = True
-            if all(done):
-                break
-        return ["".join(o) for o in out]
-
 
 class Picker:
     """Chooses next ids from logits (B, V): argmax, or a sample after temperature, top-k and top-p.

@@ -39,13 +39,14 @@ from torch import Tensor, nn
 
 from ..data import timeseries as ts
 from ..errors import RnnkitError, is_whole
+from ..hardware import torch_threads
 from ..nn.cells import CELLS
 from ..nn.layers import make_layer
 from ..plotting import new_figure, save_figure
 from ..training.config import TrainConfig
 from ..training.fit import fit
 from ..training.trainer import TrainResult
-from .forecast import TRAIN_FIELDS, ForecastNet, ForecastTask, NetConfig, Windows, torch_threads
+from .forecast import TRAIN_FIELDS, ForecastNet, ForecastTask, NetConfig, Windows
 
 METHODS = ("prediction", "reconstruction")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,9 +29,9 @@ from ..data.text import (
     tokenize_to_file,
 )
 from ..errors import RnnkitError, is_whole
-from ..hardware import check_fits_in_memory
+from ..hardware import check_fits_in_memory, torch_threads
 from ..io import write_json
-from ..nn.cells import CELLS
+from ..nn.cells import CELLS, detach_state
 from ..nn.dropout import Dropout
 from ..nn.init import init_recurrent
 from ..nn.layers import make_layer
@@ -43,7 +44,7 @@ from ..nn.regularisation import (
     tie_weights,
     tied_state_dict_hooks,
 )
-from ..nn.stepping import SAMPLE_PRECISIONS, StepGenerator
+from ..nn.stepping import SAMPLE_PRECISIONS, StepGenerator, Stepper
 from ..training import distributed
 from ..training.allocator import keep_freed_memory
 from ..training.checkpoint import load_checkpoint, run_checkpoint
@@ -103,80 +104,31 @@ class ModelConfig(AWDRegularisation):
         return self.embed or self.hidden
 
 
-class CharLM(nn.Module):
-    """Embedding -> stacked recurrent layer -> dropout -> linear over the vocabulary.
+class CharModel(nn.Module):
+    """What a trained character model offers, whatever its make-up: :meth:`evaluate`, :meth:`sample`,
+    and the training text of the run it was loaded from.
 
-    The AWD-LSTM regularisers (Merity et al. 2017) are options of :class:`ModelConfig`, all
-    off by default: embedding dropout, variational dropout on the embedding output, between
-    layers and on the last layer's output, weight drop on the recurrent matrices, AR and TAR
-    (added to the training loss by :class:`CharLMTask`) and tied input and output embeddings.
-
-    ``CharLM.load(run_dir)`` gives a trained model with its vocabulary, ready for
-    :meth:`sample` and :meth:`evaluate`.
+    A subclass gives ``forward(ids (B, T), state) -> (logits (B, T, vocab), state)``, the ``vocab``
+    and a :meth:`stepper` for generation: :class:`CharLM` (one network) and
+    :class:`rnnkit.tasks.charlm_ensemble.CharLMEnsemble` (several, their probabilities averaged).
     """
 
-    def __init__(self, config: ModelConfig, vocab: Vocab | None = None) -> None:
-        super().__init__()
-        config.validate()
-        self.config, self.vocab = config, vocab
-        self.origin: dict[str, Any] | None = None  # the run folder it was loaded from (see load)
-        self.embed = nn.Embedding(config.vocab_size, config.embed_width)
-        self.rnn = make_layer(config.cell, config.embed_width, config.hidden, config.layers, batch_first=True,
-                              **config.layer_kwargs(config.dropout, config.layers))
-        init_recurrent(self.rnn, config.init)
-        self.drop = Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden, config.vocab_size)
-        if config.tie_embeddings:
-            tie_weights(self.embed, self.head)
-            tied_state_dict_hooks(self, "embed.weight", "head.weight")
+    vocab: Vocab | None
+    origin: dict[str, Any] | None  # the run folder it was loaded from, its data options and token file
 
-    def forward(self, ids: Tensor, state=None, outputs: bool = False) -> tuple[Any, ...]:
-        """``ids`` (B, T) -> logits (B, T, vocab) and the final recurrent state.
-
-        The work runs time-major, as the recurrent kernels want it: the embedding is looked up
-        in (T, B) order and the layer gets a batch-first view of it, so no (B, T) <-> (T, B)
-        copies are made on the way in or out, nor in backward. The logits are a (B, T) view of
-        time-major memory. With ``outputs``, a third item: the last layer's output (T, B, H)
-        before and after its dropout, for AR and TAR.
-        """
-        c, training = self.config, self.training
-        if training and c.embedding_dropout > 0:
-            x = F.embedding(ids.t(), embedding_dropout(self.embed.weight, c.embedding_dropout))
-        else:
-            x = self.embed(ids.t())
-        x = locked_dropout(x, c.input_dropout, training)
-        out, state = self.rnn(x.transpose(0, 1), state)
-        raw = out.transpose(0, 1)
-        dropped = locked_dropout(raw, c.output_dropout, training) if c.output_dropout > 0 else self.drop(raw)
-        logits = self.head(dropped).transpose(0, 1)
-        return (logits, state, (raw, dropped)) if outputs else (logits, state)
-
-    # --- loading -------------------------------------------------------------------------
-    @classmethod
-    def from_checkpoint(cls, state: dict[str, Any]) -> CharLM:
-        meta = checkpoint_meta(state)
-        if meta.get("task") != "charlm":
-            raise RnnkitError(f"checkpoint is for task {meta.get('task')!r}, not a character model")
-        model = cls(ModelConfig(**meta["model"]), Vocab(meta["vocab"]))
-        try:
-            model.load_state_dict(state["model"])
-        except (RuntimeError, KeyError) as e:
-            raise RnnkitError(f"checkpoint weights do not fit its model: {str(e).splitlines()[0]}") from None
-        return model.eval()
+    def stepper(self, dtype: torch.dtype | None, batch: int) -> Stepper:
+        """The model prepared for generating ``batch`` texts a character at a time, weights in ``dtype``."""
+        raise NotImplementedError
 
     @classmethod
-    def load(cls, run: str | Path, which: str = "best", device: str = "auto") -> CharLM:
-        """Load a run folder's ``best`` (or ``last``) checkpoint, or a checkpoint file itself.
+    def load(cls, run: str | Path, which: str = "best", device: str = "auto") -> CharModel:
+        """A trained character model from its run folder (or checkpoint file): a :class:`CharLM`, or the
+        :class:`rnnkit.tasks.charlm_ensemble.CharLMEnsemble` of a run that trained several."""
+        from .charlm_ensemble import CharLMEnsemble, ensemble_members
 
-        The model remembers its run folder (the checkpoint's folder), where dynamic evaluation
-        finds the training text for its gradient statistics.
-        """
-        path = run_checkpoint(run, which)
-        state = load_checkpoint(path)
-        model = cls.from_checkpoint(state).to(resolve_device(device))
-        meta = checkpoint_meta(state)
-        model.origin = {"run": path.parent, "data": meta.get("data"), "tokens": meta.get("tokens")}
-        return model
+        if ensemble_members(run) is not None:
+            return CharLMEnsemble.load(run, which, device)
+        return CharLM.load(run, which, device)
 
     def run_tokens(self, part: str = "train") -> tuple[np.ndarray | None, str]:
         """The ``train`` or ``val`` split of the token file of the run this model was loaded from, as it
@@ -267,14 +219,107 @@ class CharLM(nn.Module):
         if precision not in ("auto", *SAMPLE_PRECISIONS):
             raise RnnkitError(f"--precision must be auto, {', '.join(SAMPLE_PRECISIONS)}, not {precision!r}")
         dtype = None if precision == "auto" else SAMPLE_PRECISIONS[precision]
-        gen = StepGenerator(self.embed, self.rnn, self.head, dtype, num_samples)
+        gen = self.stepper(dtype, num_samples)
         g = torch.Generator(device="cpu")
         g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, (1,)).item()))
         return gen.generate(vocab, prime, length, num_samples, g, temperature, top_k, top_p,
                             greedy, stop, on_text)
 
 
-def stream_loss(model: CharLM, tokens: np.ndarray, streams: int, chunk: int,
+class CharLM(CharModel):
+    """Embedding -> stacked recurrent layer -> dropout -> linear over the vocabulary.
+
+    The AWD-LSTM regularisers (Merity et al. 2017) are options of :class:`ModelConfig`, all
+    off by default: embedding dropout, variational dropout on the embedding output, between
+    layers and on the last layer's output, weight drop on the recurrent matrices, AR and TAR
+    (added to the training loss by :class:`CharLMTask`) and tied input and output embeddings.
+
+    ``CharLM.load(run_dir)`` gives a trained model with its vocabulary, ready for
+    :meth:`sample` and :meth:`evaluate`.
+    """
+
+    def __init__(self, config: ModelConfig, vocab: Vocab | None = None) -> None:
+        super().__init__()
+        config.validate()
+        self.config, self.vocab = config, vocab
+        self.origin: dict[str, Any] | None = None  # the run folder it was loaded from (see load)
+        self.embed = nn.Embedding(config.vocab_size, config.embed_width)
+        self.rnn = make_layer(config.cell, config.embed_width, config.hidden, config.layers, batch_first=True,
+                              **config.layer_kwargs(config.dropout, config.layers))
+        init_recurrent(self.rnn, config.init)
+        self.drop = Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+        if config.tie_embeddings:
+            tie_weights(self.embed, self.head)
+            tied_state_dict_hooks(self, "embed.weight", "head.weight")
+
+    def forward(self, ids: Tensor, state=None, outputs: bool = False) -> tuple[Any, ...]:
+        """``ids`` (B, T) -> logits (B, T, vocab) and the final recurrent state.
+
+        The work runs time-major, as the recurrent kernels want it: the embedding is looked up
+        in (T, B) order and the layer gets a batch-first view of it, so no (B, T) <-> (T, B)
+        copies are made on the way in or out, nor in backward. The logits are a (B, T) view of
+        time-major memory. With ``outputs``, a third item: the last layer's output (T, B, H)
+        before and after its dropout, for AR and TAR.
+        """
+        c, training = self.config, self.training
+        if training and c.embedding_dropout > 0:
+            x = F.embedding(ids.t(), embedding_dropout(self.embed.weight, c.embedding_dropout))
+        else:
+            x = self.embed(ids.t())
+        x = locked_dropout(x, c.input_dropout, training)
+        out, state = self.rnn(x.transpose(0, 1), state)
+        raw = out.transpose(0, 1)
+        dropped = locked_dropout(raw, c.output_dropout, training) if c.output_dropout > 0 else self.drop(raw)
+        logits = self.head(dropped).transpose(0, 1)
+        return (logits, state, (raw, dropped)) if outputs else (logits, state)
+
+    def stepper(self, dtype: torch.dtype | None, batch: int) -> StepGenerator:
+        return StepGenerator(self.embed, self.rnn, self.head, dtype, batch)
+
+    # --- loading -------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> CharLM:
+        meta = checkpoint_meta(state)
+        if meta.get("task") != "charlm":
+            raise RnnkitError(f"checkpoint is for task {meta.get('task')!r}, not a character model")
+        model = cls(ModelConfig(**meta["model"]), Vocab(meta["vocab"]))
+        try:
+            model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError) as e:
+            raise RnnkitError(f"checkpoint weights do not fit its model: {str(e).splitlines()[0]}") from None
+        return model.eval()
+
+    @classmethod
+    def load(cls, run: str | Path, which: str = "best", device: str = "auto") -> CharLM:
+        """Load a run folder's ``best`` (or ``last``) checkpoint, or a checkpoint file itself.
+
+        The model remembers its run folder (the checkpoint's folder), where dynamic evaluation
+        finds the training text for its gradient statistics.
+        """
+        from .charlm_ensemble import ensemble_members
+
+        folders = ensemble_members(run)
+        if folders:
+            raise RnnkitError(f"{run} is an ensemble of {len(folders)} character models: give one of them "
+                              f"({folders[0]}), or load the ensemble with CharModel.load")
+        from .charlm_ensemble import ensemble_members
+
+        folders = ensemble_members(run)
+        if folders:
+            raise RnnkitError(f"{run} is an ensemble of {len(folders)} character models: give one of them "
+                              f"({folders[0]}), or load the ensemble with CharModel.load")
+        path = run_checkpoint(run, which)
+        state = load_checkpoint(path)
+        model = cls.from_checkpoint(state).to(resolve_device(device))
+        meta = checkpoint_meta(state)
+        model.origin = {"run": path.parent, "data": meta.get("data"), "tokens": meta.get("tokens")}
+        return model
+
+VAL_STREAMS, VAL_CHUNK = 64, 512  # how training scores the validation text: streams read in parallel, chunk length
+
+
+def stream_loss(model: CharModel, tokens: np.ndarray, streams: int, chunk: int,
                 device: torch.device) -> float:
     """Mean next-character loss (nats) over ``tokens`` cut into ``streams`` contiguous streams."""
     if streams < 1 or chunk < 1:
@@ -327,7 +372,7 @@ class CharLMTask(Task):
         x, y = (t.to(self.device, non_blocking=True) for t in self.batcher.batch(index))
         regularised = self.ar > 0 or self.tar > 0
         logits, state, *hidden = self.model(x, self.state, outputs=True) if regularised else self.model(x, self.state)
-        self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        self.state = detach_state(state)
         # In the logits' time-major memory order, where flattening is free.
         loss = F.cross_entropy(logits.transpose(0, 1).float().flatten(0, 1), y.t().flatten())
         if regularised:  # AWD-LSTM's AR and TAR on the last layer's output, time-major (T, B, H)
@@ -339,7 +384,7 @@ class CharLMTask(Task):
         return loss, y.numel()
 
     def evaluate(self) -> dict[str, float]:
-        loss = stream_loss(self.model, self.val_tokens, 64, 512, self.device)
+        loss = stream_loss(self.model, self.val_tokens, VAL_STREAMS, VAL_CHUNK, self.device)
         return {"val_loss": loss, "val_bpc": loss / LN2}
 
     def state_dict(self) -> dict[str, Any]:
@@ -497,8 +542,8 @@ def recommended(max_time: float | None, chars_per_s: Callable[[int, str], float]
 # The GRU learns more per character than a plain LSTM at the smaller widths and won wherever it
 # trained faster than the LSTM (AVX2 and AVX-512 BF16 CPUs, a slow AMX one); where oneDNN's bf16
 # LSTM runs as fast as the GRU or faster (the fast AMX CPU, one thread or two) the LSTM with AR and
-# TAR won (BENCHMARKS.md, "Fifteenth session"). The probe is two timed steps, so near 1.0 its pick can
-# go either way (BENCHMARKS.md, "Sixteenth session").
+# TAR won (BENCHMARKS.md, "Fifteenth session"). Near 1.0 the pick follows the probe's noise; its median
+# of several steps keeps a moment of other load from deciding it (BENCHMARKS.md, "Seventeenth session").
 LSTM_OVER_GRU_SPEED = 1.0
 
 
@@ -513,12 +558,13 @@ def default_cell(hidden: int, chars_per_s: Callable[[int, str], float] | None = 
     return "gru"
 
 
-def training_speed(options: dict[str, Any], hidden: int, steps: int = 2) -> float:
+def training_speed(options: dict[str, Any], hidden: int, steps: int = 5) -> float:
     """Characters a second this machine trains a model of width ``hidden`` at, with the given options.
 
     A throwaway model of the options' cell (else the width's :func:`default_cell`), depth, embedding, batch,
     window, device and precision takes one warm-up step and ``steps`` timed ones (forward,
-    backward, fused AdamW) on random text, with the process's allocator set as the trainer sets it
+    backward, fused AdamW) on random text; the median step counts, so a moment of other load on the
+    machine does not decide the cell or the width. The process's allocator is set as the trainer sets it
     (without that, each step's page faults slow oneDNN's LSTM more than the GRU: BENCHMARKS.md,
     "Fifteenth session").
     """
@@ -533,7 +579,9 @@ def training_speed(options: dict[str, Any], hidden: int, steps: int = 2) -> floa
                                vocab_size=96)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), fused=True)
     ids = torch.randint(0, 96, (batch, seq + 1), device=device)
-    elapsed = 0.0
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    times = []
     for step in range(steps + 1):
         start = time.perf_counter()
         with autocast(device, precision):
@@ -545,8 +593,8 @@ def training_speed(options: dict[str, Any], hidden: int, steps: int = 2) -> floa
         if device.type == "cuda":
             torch.cuda.synchronize()
         if step:  # the first step builds the kernels' plans
-            elapsed += time.perf_counter() - start
-    return steps * batch * seq / elapsed
+            times.append(time.perf_counter() - start)
+    return batch * seq / statistics.median(times)
 
 
 TOKENS = "tokens.bin"  # the corpus as token ids, memory-mapped during training
@@ -569,15 +617,19 @@ def _split(options: dict[str, Any]) -> tuple[ModelConfig, DataConfig, TrainConfi
 
 @removes_failed_start
 def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = None,
-          resume: str | Path | None = None, progress: bool | None = None,
-          **options: Any) -> tuple[CharLM, TrainResult]:
+          resume: str | Path | None = None, progress: bool | None = None, members: int | None = None,
+          **options: Any) -> tuple[CharModel, TrainResult]:
     """Train a character model; the Python face of ``rnnkit train``.
 
     ``options`` are the fields of :class:`ModelConfig`, :class:`DataConfig` and
     :class:`rnnkit.training.config.TrainConfig` (``cell``, ``hidden``, ``seq_len``, ``lr``,
     ``max_time``, ...). With ``resume``, training continues a run exactly where it stopped;
-    only the budget (and device) may be changed then.
+    only the budget (and device) may be changed then. ``members`` > 1 trains that many models side
+    by side, their probabilities averaged (:mod:`rnnkit.tasks.charlm_ensemble`); the model returned
+    is then a :class:`rnnkit.tasks.charlm_ensemble.CharLMEnsemble`.
     """
+    from .charlm_ensemble import ensemble_members, resume_ensemble, train_ensemble
+
     distributed.setup()  # joins the process group when started by torchrun; else nothing
     if isinstance(corpus, (str, Path)):
         corpus = [str(corpus)]
@@ -585,7 +637,15 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
         corpus = list(corpus)
         if not corpus:
             raise RnnkitError("no corpus files given: name some, or leave corpus out for the built-in text")
+    if members is not None and (not is_whole(members) or members < 1):
+        raise RnnkitError(f"--members must be a whole number of at least 1, got {members!r}")
     if resume is not None:
+        folders = ensemble_members(resume)
+        if members is not None and members != len(folders or [None]):
+            raise RnnkitError(f"--resume: --members {members} conflicts with the run's {len(folders or [None])}; "
+                              "only the budget and device may change")
+        if folders is not None:
+            return resume_ensemble(Path(resume), corpus, progress, options)
         return _resume(Path(resume), corpus, progress, options)
     if out is None:
         raise RnnkitError("give an output run folder (--out)")
@@ -595,9 +655,19 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     if "dropout" not in given and (given.get("variational_dropout") or given.get("output_dropout")):
         given["dropout"] = 0.0  # the variational kinds replace the recommended per-step dropout
     budget = given.get("max_time") if "max_steps" not in given and "epochs" not in given else None
-    model_cfg, data_cfg, train_cfg = _checked_configs(
+    model_cfg, data_cfg, train_cfg = checked_configs(
         corpus, {**recommended(budget, hidden=given.get("hidden"), cell=given.get("cell")), **given})
     files = corpus_files(data_cfg.corpus)
+    if members is None and budget is not None and "hidden" not in given and not distributed.active():
+        # two models where the budget buys them, their width and cell picked for half the threads
+        pick = ensemble_pick(given, budget, training_chars(files, data_cfg.val_fraction))
+        if pick is not None:
+            members = pick.pop("members")
+            given = {**given, **pick}
+    if (members or 1) > 1:
+        if distributed.active():
+            raise RnnkitError("--members trains each model in a process of its own: run it without torchrun")
+        return train_ensemble(corpus, out, int(members), progress, given, budget)
     out = prepare_run_folder(out, "rnnkit train --resume")
     vocab, tokens = _tokenize_once(files, out / TOKENS, data_cfg.encoding, data_cfg.max_vocab, None)
     # the width (and the smaller models' cell) by what the budget buys on this machine, measured once
@@ -605,9 +675,7 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     # could measure differently from another, so there the budget alone decides
     if (budget is not None and "hidden" not in given and not distributed.active()
             and len(tokens) > data_cfg.batch_size * data_cfg.seq_len):
-        speed = functools.cache(lambda hidden, cell: training_speed({**given, "cell": cell}, hidden))
-        model_cfg, data_cfg, train_cfg = _checked_configs(
-            corpus, {**recommended(budget, speed, cell=given.get("cell")), **given})
+        model_cfg, data_cfg, train_cfg = checked_configs(corpus, machine_pick(given, budget))
     if distributed.rank() == 0:
         write_json(out / "vocab.json", vocab.chars)
     torch.manual_seed(train_cfg.seed)
@@ -616,7 +684,56 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     return task.model.eval(), result
 
 
-def _checked_configs(corpus: Sequence[str] | None, options: dict[str, Any]) -> tuple[ModelConfig, DataConfig,
+def measured_speed(given: dict[str, Any]) -> Callable[[int, str], float]:
+    """``chars_per_s(hidden, cell)`` for :func:`recommended`: :func:`training_speed` with the options given,
+    each width and cell measured once, on the threads set when it is first asked."""
+    return functools.cache(lambda hidden, cell: training_speed({**given, "cell": cell}, hidden))
+
+
+def machine_pick(given: dict[str, Any], budget: float,
+                 speed: Callable[[int, str], float] | None = None) -> dict[str, Any]:
+    """The options given, completed with the settings the budget buys on this machine (the width, and the
+    smaller models' cell, from training speeds measured here: :func:`recommended`)."""
+    return {**recommended(budget, speed or measured_speed(given), cell=given.get("cell")), **given}
+
+
+# Two models averaged beat one model on the whole CPU once a model on half its threads reads the training
+# text this many times within the budget: one model then overfits, and the average of two that do so
+# apart generalises better. The members are the widest of these widths that reads the text that often
+# (BENCHMARKS.md, "Seventeenth session").
+ENSEMBLE_PASSES = 8.0
+MEMBER_WIDTHS = (512, 256)
+
+
+def member_pick(given: dict[str, Any], budget: float, train_chars: float, threads: int) -> dict[str, Any] | None:
+    """The width and cell of the widest of :data:`MEMBER_WIDTHS` that reads ``train_chars`` characters of
+    training text :data:`ENSEMBLE_PASSES` times within the budget on ``threads`` threads (measured), or None."""
+    speed = measured_speed(given)
+    with torch_threads(threads):
+        for hidden in MEMBER_WIDTHS:
+            cell = given.get("cell") or default_cell(hidden, speed)
+            if budget * speed(hidden, cell) >= ENSEMBLE_PASSES * train_chars:
+                return {"hidden": hidden, "cell": cell}
+    return None
+
+
+def ensemble_pick(given: dict[str, Any], budget: float, train_chars: float) -> dict[str, Any] | None:
+    """Two models' settings (``members``, and the :func:`member_pick` for half this machine's threads) where
+    the budget buys them; None where one model is the better use of the machine (one thread, a GPU, or a
+    budget too short for two models to each read the text :data:`ENSEMBLE_PASSES` times)."""
+    threads = torch.get_num_threads()
+    if threads < 2 or resolve_device(given.get("device", "auto")).type != "cpu" or train_chars <= 0:
+        return None
+    pick = member_pick(given, budget, train_chars, threads // 2)
+    return None if pick is None else {"members": 2, **pick}
+
+
+def training_chars(files: Sequence[Path], val_fraction: float) -> float:
+    """About how many characters of training text ``files`` hold (their bytes, less the validation share)."""
+    return sum(f.stat().st_size for f in files) * (1 - val_fraction)
+
+
+def checked_configs(corpus: Sequence[str] | None, options: dict[str, Any]) -> tuple[ModelConfig, DataConfig,
                                                                                    TrainConfig]:
     model_cfg, data_cfg, train_cfg = _split({"corpus": list(corpus) if corpus else None, **options})
     model_cfg.validate()
@@ -674,4 +791,5 @@ def sample_to_stdout(model: CharLM, **kwargs: Any) -> list[str]:
     return model.sample(on_text=write, **kwargs)
 
 
-__all__ = ["CharLM", "CharLMTask", "ModelConfig", "DataConfig", "train", "recommended", "sample_to_stdout"]
+__all__ = ["CharModel", "CharLM", "CharLMTask", "ModelConfig", "DataConfig", "train", "recommended",
+           "sample_to_stdout"]

@@ -49,10 +49,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import RnnkitError
+from ..nn.cells import detach_state
 from ..training.monitor import Progress
 
 if TYPE_CHECKING:
-    from .charlm import CharLM
+    from .charlm import CharModel
 
 LN2 = math.log(2)
 METHODS = ("auto", "rms", "sgd")
@@ -106,7 +107,7 @@ class DynamicEval:
         return (self.method != "auto" and self.lr is not None and self.decay is not None
                 and (self.method == "sgd" or self.rms is not None))
 
-    def resolve(self, model: CharLM, train_tokens: np.ndarray | str | None = None,
+    def resolve(self, model: CharModel, train_tokens: np.ndarray | str | None = None,
                 progress: bool | None = False) -> DynamicEval:
         """These settings made concrete for ``model``: method chosen, defaults filled, statistics collected.
 
@@ -142,11 +143,11 @@ class DynamicEval:
                 f"segment {self.segment}; {self.source}")
 
 
-def _given_tokens(model: CharLM, given: np.ndarray | str) -> tuple[np.ndarray, str]:
+def _given_tokens(model: CharModel, given: np.ndarray | str) -> tuple[np.ndarray, str]:
     if isinstance(given, str):
         return model._require_vocab().encode(given, strict=False), "train_tokens given"
     tokens = np.asarray(given)
-    if tokens.ndim != 1 or (len(tokens) and (tokens.min() < 0 or tokens.max() >= model.config.vocab_size)):
+    if tokens.ndim != 1 or (len(tokens) and (tokens.min() < 0 or tokens.max() >= len(model._require_vocab()))):
         raise RnnkitError("train_tokens must be a 1-D array of the model's token ids")
     return tokens, "train_tokens given"
 
@@ -166,11 +167,7 @@ def _backward_in_eval_mode(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.enabled = before
 
 
-def _detach(state: Any) -> Any:
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-
-
-def gradient_statistics(model: CharLM, tokens: np.ndarray, segment: int = 50, streams: int = 32,
+def gradient_statistics(model: CharModel, tokens: np.ndarray, segment: int = 50, streams: int = 32,
                         max_chars: int = 200_000, progress: bool | None = False) -> tuple[list[Tensor], int]:
     """Root mean square of the model's gradients on ``tokens``, one tensor per parameter, and the characters read.
 
@@ -199,7 +196,7 @@ def gradient_statistics(model: CharLM, tokens: np.ndarray, segment: int = 50, st
                 logits, state = model(x, state)
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
                 grads = torch.autograd.grad(loss, params, materialize_grads=True)
-            state = _detach(state)
+            state = detach_state(state)
             torch._foreach_addcmul_(squares, [g.float() for g in grads], [g.float() for g in grads])
             bar.update((i + 1) * streams * segment, {})
     finally:
@@ -210,7 +207,7 @@ def gradient_statistics(model: CharLM, tokens: np.ndarray, segment: int = 50, st
     return squares, batches * streams * segment
 
 
-def dynamic_segments(model: CharLM, tokens: np.ndarray, settings: DynamicEval) -> Iterator[tuple[int, float, float]]:
+def dynamic_segments(model: CharModel, tokens: np.ndarray, settings: DynamicEval) -> Iterator[tuple[int, float, float]]:
     """Read ``tokens`` segment by segment: per segment, its characters scored and their summed
     static and dynamic losses (nats). ``settings`` must be resolved (:meth:`DynamicEval.resolve`).
 
@@ -247,7 +244,7 @@ def dynamic_segments(model: CharLM, tokens: np.ndarray, settings: DynamicEval) -
                 logits, dynamic_state = adapted(x, dynamic_state)
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y, reduction="sum")
                 grads = torch.autograd.grad(loss / (end - start), params, materialize_grads=True)
-            static_state, dynamic_state = _detach(static_state), _detach(dynamic_state)
+            static_state, dynamic_state = detach_state(static_state), detach_state(dynamic_state)
             score = loss.item()
             if math.isfinite(score) and bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
                 with torch.no_grad():
@@ -263,7 +260,7 @@ def dynamic_segments(model: CharLM, tokens: np.ndarray, settings: DynamicEval) -
         model.train(was_training)
 
 
-def dynamic_evaluate(model: CharLM, tokens: np.ndarray, settings: DynamicEval | None = None,
+def dynamic_evaluate(model: CharModel, tokens: np.ndarray, settings: DynamicEval | None = None,
                      train_tokens: np.ndarray | str | None = None, progress: bool | None = False,
                      label: str = "dynamic evaluation") -> dict[str, Any]:
     """Static and dynamic loss (nats per character) and bits per character of ``tokens``.

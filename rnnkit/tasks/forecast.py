@@ -30,8 +30,6 @@ import math
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ from .. import __version__
 from ..data import timeseries as ts
 from ..data.batching import shard
 from ..errors import RnnkitError, is_whole
+from ..hardware import torch_threads
 from ..io import load_tensors, save_tensors, write_json
 from ..nn.cells import CELLS
 from ..nn.dropout import Dropout
@@ -860,21 +859,6 @@ class Forecaster:
                 [np.asarray(t["future"], float).reshape(len(t["time"]), len(s.future_cols)) for t in tails],
                 s.freq, s.target_cols, s.past_cols, s.future_cols, s.time_col, s.series_col)
         return self
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads, then restore: small recurrent nets are latency-bound, and on a
-    busy machine extra threads mostly wait on each other (measured: 3 ms a step on 1 thread, 1.1 s on 2)."""
-    if not n:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _jsonable(v: Any) -> Any:

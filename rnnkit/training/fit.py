@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..errors import RnnkitError, TrainingDiverged, TrainingStopped
+from ..errors import RnnkitError, RunFinished, TrainingDiverged, TrainingStopped
 from ..io import write_json
 from . import distributed
 from .checkpoint import load_checkpoint
@@ -46,11 +46,15 @@ _readied: dict[Path, set[str] | None] = {}  # folders readied for a new run here
 
 
 def is_run(folder: Path) -> bool:
-    """Whether ``folder`` holds an rnnkit run that can be continued (it has a checkpoint)."""
-    return (folder / "last.pt").is_file()
+    """Whether ``folder`` holds an rnnkit run that can be continued: it has a checkpoint, or it is a run
+    made of member runs (an ensemble) one of which has."""
+    if (folder / "last.pt").is_file():
+        return True
+    members = (read_run_config(folder) or {}).get("members")
+    return isinstance(members, list) and any(is_run(folder / str(m)) for m in members)
 
 
-def _config(folder: Path) -> dict[str, Any] | None:
+def read_run_config(folder: Path) -> dict[str, Any] | None:
     """``folder``'s ``config.json`` if rnnkit wrote it, else None."""
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
@@ -61,7 +65,7 @@ def _config(folder: Path) -> dict[str, Any] | None:
 
 def _ours(folder: Path) -> bool:
     """Whether ``folder``'s ``config.json`` was written by rnnkit."""
-    return _config(folder) is not None
+    return read_run_config(folder) is not None
 
 
 def lock_run_folder(folder: Path) -> None:
@@ -120,7 +124,7 @@ def prepare_run_folder(out: str | Path, hint: str = "--resume") -> Path:
                                                                            p.name.endswith(".tmp"))]
         if leftover and not _ours(out):
             raise RnnkitError(f"{out} is not empty and is not an rnnkit run folder; pick an empty or new --out")
-        started_by = (_config(out) or {}).get("started_by", hint)
+        started_by = (read_run_config(out) or {}).get("started_by", hint)
         if leftover and started_by != hint:
             raise RnnkitError(f"{out} holds the start of another command's run ({started_by.split(' --')[0]}); "
                               "pick another --out")
@@ -237,7 +241,7 @@ def _fit_locked(task: Task, config: TrainConfig, out: Path, resume: bool, progre
                 raise RnnkitError(f"{e}; remove it to resume without the best weights so far") from None
         trainer.resume(out / "last.pt")
         if trainer.fraction_done() >= 1.0:
-            raise RnnkitError(f"{out} already finished its budget; give a larger --max-time, --max-steps or "
+            raise RunFinished(f"{out} already finished its budget; give a larger --max-time, --max-steps or "
                               "--epochs to continue")
     if distributed.rank() == 0:
         write_json(out / CONFIG, {"rnnkit": __version__, **meta, "train": asdict(config), "device": str(device),
@@ -284,6 +288,10 @@ def resume(run: str | Path, progress: bool | None = None, expect: type[Task] | N
     run = Path(run)
     if not run.is_dir():
         raise RnnkitError(f"--resume {run}: no such run folder")
+    members = (read_run_config(run) or {}).get("members")
+    if members and not (run / "last.pt").exists():
+        raise RnnkitError(f"{run} holds {len(members)} runs trained side by side; continue them with "
+                          f"{read_run_config(run).get('started_by', 'rnnkit train --resume')} {run}")
     state = load_checkpoint(run / "last.pt")
     meta = checkpoint_meta(state)
     cls = run_task(run, meta, expect)
