@@ -236,12 +236,14 @@ def test_two_models_are_picked_where_each_can_read_the_text_many_times_on_half_t
         return 1e6 * (256 / hidden) ** 2 * (1.1 if options["cell"] == "lstm" else 1.0)
 
     monkeypatch.setattr(charlm, "training_speed", training_speed)
-    budget = 60.0  # 512 units read 16.5 million characters in it, 256 units 66 million
+    budget = 60.0  # 512 units read 16.5 million characters in it, 384 units 29.3 million, 256 units 66 million
     with torch_threads(2):
         assert ensemble_pick({}, budget, 16.5e6 / ENSEMBLE_PASSES) == {"members": 2, "hidden": 512, "cell": "lstm"}
-        # the 512-unit model would read the text under ENSEMBLE_PASSES times: the members have 256 units
-        assert ensemble_pick({}, budget, 4e6) == {"members": 2, "hidden": 256, "cell": "lstm"}
-        assert ensemble_pick({"cell": "gru"}, budget, 4e6) == {"members": 2, "hidden": 256, "cell": "gru"}
+        # wider models would read the text under ENSEMBLE_PASSES times: the members are the widest that does
+        assert ensemble_pick({}, budget, 29e6 / ENSEMBLE_PASSES) == {"members": 2, "hidden": 384, "cell": "lstm"}
+        assert ensemble_pick({}, budget, 60e6 / ENSEMBLE_PASSES) == {"members": 2, "hidden": 256, "cell": "lstm"}
+        assert ensemble_pick({"cell": "gru"}, budget, 60e6 / ENSEMBLE_PASSES) == \
+            {"members": 2, "hidden": 256, "cell": "gru"}
         assert ensemble_pick({}, budget, 66e6 / ENSEMBLE_PASSES * 1.01) is None  # one model on both threads
     assert set(threads_measured) == {1}  # each member's share
     with torch_threads(1):

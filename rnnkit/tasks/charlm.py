@@ -701,8 +701,8 @@ def machine_pick(given: dict[str, Any], budget: float,
 # text this many times within the budget: one model then overfits, and the average of two that do so
 # apart generalises better. The members are the widest of these widths that reads the text that often
 # (BENCHMARKS.md, "Seventeenth session").
-ENSEMBLE_PASSES = 8.0
-MEMBER_WIDTHS = (512, 256)
+ENSEMBLE_PASSES = 7.0
+MEMBER_WIDTHS = (512, 384, 256)
 
 
 def member_pick(given: dict[str, Any], budget: float, train_chars: float, threads: int) -> dict[str, Any] | None:
