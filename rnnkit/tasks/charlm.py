@@ -699,19 +699,21 @@ def machine_pick(given: dict[str, Any], budget: float,
 
 # Two models averaged beat one model on the whole CPU once a model on half its threads reads the training
 # text this many times within the budget: one model then overfits, and the average of two that do so
-# apart generalises better. The members are the widest of these widths that reads the text that often
-# (BENCHMARKS.md, "Seventeenth session").
+# apart generalises better. The members are the widest of these widths that reads the text that often,
+# LSTMs (with AR and TAR) whatever their speed against the GRU: a model that reads its text this often
+# is limited by overfitting, not by the characters it reads (BENCHMARKS.md, "Seventeenth session").
 ENSEMBLE_PASSES = 7.0
 MEMBER_WIDTHS = (512, 384, 256)
+MEMBER_CELL = "lstm"
 
 
 def member_pick(given: dict[str, Any], budget: float, train_chars: float, threads: int) -> dict[str, Any] | None:
     """The width and cell of the widest of :data:`MEMBER_WIDTHS` that reads ``train_chars`` characters of
     training text :data:`ENSEMBLE_PASSES` times within the budget on ``threads`` threads (measured), or None."""
+    cell = given.get("cell", MEMBER_CELL)
     speed = measured_speed(given)
     with torch_threads(threads):
         for hidden in MEMBER_WIDTHS:
-            cell = given.get("cell") or default_cell(hidden, speed)
             if budget * speed(hidden, cell) >= ENSEMBLE_PASSES * train_chars:
                 return {"hidden": hidden, "cell": cell}
     return None
