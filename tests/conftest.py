@@ -2,6 +2,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,19 @@ def rnnkit_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real command line, as a user would."""
     return subprocess.run([sys.executable, "-m", "rnnkit", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def start_training(*args: object, running: list[Path], quiet: bool = False) -> subprocess.Popen:
+    """``rnnkit train ARGS`` started in the background, returned once every file of ``running`` (what a run
+    writes once it trains, such as its ``metrics.jsonl``) exists: the moment to interrupt or kill it."""
+    out = subprocess.DEVNULL if quiet else subprocess.PIPE
+    proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "train", *map(str, args)], stdout=out, stderr=out,
+                            text=True)
+    deadline = time.time() + 120
+    while not all(path.exists() for path in running):
+        assert time.time() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.05)
+    return proc
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

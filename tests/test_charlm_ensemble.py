@@ -5,15 +5,13 @@ interrupt and resume, and bad input."""
 import json
 import math
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, assert_one_line_error, one_line, rnnkit_cli
+from conftest import TINY, assert_one_line_error, one_line, rnnkit_cli, start_training
 
 import rnnkit
 from rnnkit.data.text import Vocab
@@ -145,11 +143,7 @@ def test_an_interrupted_ensemble_resumes_to_the_uninterrupted_one(small_corpus, 
     assert whole.returncode == 0, whole.stderr
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "train", *map(str, args), "--out", str(cut)],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not all((cut / f"member-{k}" / "metrics.jsonl").exists() for k in (1, 2)) and time.time() < deadline:
-        time.sleep(0.05)
+    proc = start_training(*args, "--out", cut, running=[cut / f"member-{k}" / "metrics.jsonl" for k in (1, 2)])
     proc.send_signal(signal.SIGINT)  # Ctrl-C reaches the command; it passes it on to the members
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -169,14 +163,11 @@ def test_an_interrupted_ensemble_resumes_to_the_uninterrupted_one(small_corpus, 
 
 def test_members_save_and_stop_when_the_command_is_killed_outright(small_corpus, tmp_path):
     run = tmp_path / "ens"
-    proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "train", str(small_corpus), *ARGS, "--max-steps",
-                             "1000000", "--members", "2", "--out", str(run)],
-                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not all((run / f"member-{k}" / "metrics.jsonl").exists() for k in (1, 2)) and time.time() < deadline:
-        time.sleep(0.05)
+    proc = start_training(small_corpus, *ARGS, "--max-steps", "1000000", "--members", "2", "--out", run,
+                          running=[run / f"member-{k}" / "metrics.jsonl" for k in (1, 2)], quiet=True)
     proc.kill()  # SIGKILL: nothing is passed on
     proc.wait()
+    deadline = time.time() + 60
     for k in (1, 2):  # each member's process ends (its run folder's lock is let go) having saved its run
         folder = run / f"member-{k}"
         while not _lock_is_free(folder) and time.time() < deadline:

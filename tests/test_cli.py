@@ -4,11 +4,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from conftest import TINY, assert_one_line_error, rnnkit_cli
+from conftest import TINY, assert_one_line_error, rnnkit_cli, start_training
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +41,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(small_corpus, tmp_path
     assert whole.returncode == 0, whole.stderr
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "train", *map(str, args), "--out", str(cut)],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (cut / "metrics.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    proc = start_training(*args, "--out", cut, running=[cut / "metrics.jsonl"])
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     out, err = proc.communicate(timeout=120)
     steps = torch.load(cut / "last.pt", weights_only=True)["trainer"]["step"]

@@ -7,14 +7,11 @@ import json
 import math
 import re
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, assert_one_line_error, rnnkit_cli
+from conftest import TINY, assert_one_line_error, rnnkit_cli, start_training
 from torch import nn
 
 from rnnkit import hardware
@@ -167,12 +164,8 @@ def test_a_signal_saves_and_raises_with_the_resume_command(tmp_path):
 
 def test_sigterm_on_the_command_line_saves_and_exits_143(small_corpus, tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "train", str(small_corpus), *TINY, "--max-steps",
-                             "100000", "--eval-every", "50", "--out", str(run)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run / "metrics.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    proc = start_training(small_corpus, *TINY, "--max-steps", "100000", "--eval-every", "50", "--out", run,
+                          running=[run / "metrics.jsonl"])
     proc.send_signal(signal.SIGTERM)  # what timeout, docker stop and SLURM send
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
