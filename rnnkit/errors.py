@@ -41,6 +41,10 @@ class TrainingDiverged(RnnkitError):
 class RunFinished(RnnkitError):
     """A run asked to continue has already trained for its whole budget."""
 
+    @classmethod
+    def of(cls, run: object) -> "RunFinished":
+        return cls(f"{run} already finished its budget; give a larger --max-time, --max-steps or --epochs to continue")
+
 
 class TrainingStopped(RnnkitError):
     """Training was stopped by a signal (Ctrl-C: exit 130, SIGTERM: exit 143) after saving ``last.pt``.

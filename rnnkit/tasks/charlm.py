@@ -303,18 +303,13 @@ class CharLM(CharModel):
         if folders:
             raise RnnkitError(f"{run} is an ensemble of {len(folders)} character models: give one of them "
                               f"({folders[0]}), or load the ensemble with CharModel.load")
-        from .charlm_ensemble import ensemble_members
-
-        folders = ensemble_members(run)
-        if folders:
-            raise RnnkitError(f"{run} is an ensemble of {len(folders)} character models: give one of them "
-                              f"({folders[0]}), or load the ensemble with CharModel.load")
         path = run_checkpoint(run, which)
         state = load_checkpoint(path)
         model = cls.from_checkpoint(state).to(resolve_device(device))
         meta = checkpoint_meta(state)
         model.origin = {"run": path.parent, "data": meta.get("data"), "tokens": meta.get("tokens")}
         return model
+
 
 VAL_STREAMS, VAL_CHUNK = 64, 512  # how training scores the validation text: streams read in parallel, chunk length
 
@@ -641,8 +636,9 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
         raise RnnkitError(f"--members must be a whole number of at least 1, got {members!r}")
     if resume is not None:
         folders = ensemble_members(resume)
-        if members is not None and members != len(folders or [None]):
-            raise RnnkitError(f"--resume: --members {members} conflicts with the run's {len(folders or [None])}; "
+        trained = len(folders) if folders is not None else 1
+        if members is not None and members != trained:
+            raise RnnkitError(f"--resume: --members {members} conflicts with the run's {trained}; "
                               "only the budget and device may change")
         if folders is not None:
             return resume_ensemble(Path(resume), corpus, progress, options)
@@ -658,16 +654,17 @@ def train(corpus: Sequence[str] | str | None = None, out: str | Path | None = No
     model_cfg, data_cfg, train_cfg = checked_configs(
         corpus, {**recommended(budget, hidden=given.get("hidden"), cell=given.get("cell")), **given})
     files = corpus_files(data_cfg.corpus)
+    train_chars = training_chars(files, data_cfg.val_fraction)
     if members is None and budget is not None and "hidden" not in given and not distributed.active():
         # two models where the budget buys them, their width and cell picked for half the threads
-        pick = ensemble_pick(given, budget, training_chars(files, data_cfg.val_fraction))
+        pick = ensemble_pick(given, budget, train_chars)
         if pick is not None:
             members = pick.pop("members")
             given = {**given, **pick}
     if (members or 1) > 1:
         if distributed.active():
             raise RnnkitError("--members trains each model in a process of its own: run it without torchrun")
-        return train_ensemble(corpus, out, int(members), progress, given, budget)
+        return train_ensemble(corpus, out, int(members), progress, given, budget, train_chars)
     out = prepare_run_folder(out, "rnnkit train --resume")
     vocab, tokens = _tokenize_once(files, out / TOKENS, data_cfg.encoding, data_cfg.max_vocab, None)
     # the width (and the smaller models' cell) by what the budget buys on this machine, measured once
@@ -690,11 +687,10 @@ def measured_speed(given: dict[str, Any]) -> Callable[[int, str], float]:
     return functools.cache(lambda hidden, cell: training_speed({**given, "cell": cell}, hidden))
 
 
-def machine_pick(given: dict[str, Any], budget: float,
-                 speed: Callable[[int, str], float] | None = None) -> dict[str, Any]:
+def machine_pick(given: dict[str, Any], budget: float) -> dict[str, Any]:
     """The options given, completed with the settings the budget buys on this machine (the width, and the
     smaller models' cell, from training speeds measured here: :func:`recommended`)."""
-    return {**recommended(budget, speed or measured_speed(given), cell=given.get("cell")), **given}
+    return {**recommended(budget, measured_speed(given), cell=given.get("cell")), **given}
 
 
 # Two models averaged beat one model on the whole CPU once a model on half its threads reads the training

@@ -111,19 +111,18 @@ class EnsembleResult(TrainResult):
 
 
 def train_ensemble(corpus: list[str] | None, out: str | Path, members: int, progress: bool | None,
-                   given: dict[str, Any], budget: float | None) -> tuple[CharLMEnsemble, EnsembleResult]:
+                   given: dict[str, Any], budget: float | None,
+                   train_chars: float) -> tuple[CharLMEnsemble, EnsembleResult]:
     """Train ``members`` character models side by side in ``out``, each in a process of its own on an
     equal share of this machine's threads, with seeds ``seed``, ``seed + 1``, ...; then score their
-    average on the validation text. ``given``: the options given; ``budget``: the time budget, if the
-    run has one (the width and cell are then picked for one member's share, as ``rnnkit train`` does)."""
-    from .charlm import checked_configs, corpus_files, machine_pick, member_pick, recommended, training_chars
+    average on the validation text. ``given``: the options given, already checked by ``rnnkit.train``;
+    ``budget``: the time budget, if the run has one (the width and cell are then picked for one member's
+    share, :func:`rnnkit.tasks.charlm.member_pick`); ``train_chars``: about how much training text there is."""
+    from .charlm import machine_pick, member_pick
 
-    _, data_cfg, _ = checked_configs(
-        corpus, {**recommended(budget, hidden=given.get("hidden"), cell=given.get("cell")), **given})
-    files = corpus_files(corpus)  # a missing file is reported before any process starts
     threads = max(1, torch.get_num_threads() // members)
     if budget is not None and "hidden" not in given:  # one model for every member, picked for its share
-        picked = member_pick(given, budget, training_chars(files, data_cfg.val_fraction), threads)
+        picked = member_pick(given, budget, train_chars, threads)
         if picked is None:  # too short a budget to read the text many times: what the budget buys
             with torch_threads(threads):
                 picked = machine_pick(given, budget)
@@ -148,8 +147,7 @@ def resume_ensemble(run: Path, corpus: list[str] | None, progress: bool | None,
         jobs = [{"corpus": corpus, "resume": str(folder), **given} for folder in folders]
         outcomes = _train_side_by_side(run, jobs, threads, progress)
         if not any(isinstance(o, TrainResult) for o in outcomes):
-            raise RunFinished(f"{run} already finished its budget; give a larger --max-time, --max-steps or "
-                              "--epochs to continue")
+            raise RunFinished.of(run)
         return _score(run, folders, outcomes)
     finally:
         unlock_run_folder(run)
@@ -202,7 +200,7 @@ def _train_side_by_side(run: Path, jobs: list[dict[str, Any]], threads: int,
     if received or any(isinstance(o, TrainingStopped) for o in ordered):
         how = received[0] if received else "interrupted"
         raise TrainingStopped(f"{how}: every member saved its last.pt; continue with: {HINT} {run}", how)
-    return [o for o in ordered if isinstance(o, (TrainResult, RunFinished))]
+    return ordered  # each a result, or RunFinished for a member resumed with no budget left
 
 
 POLL_SECONDS = 0.1  # how often the members' processes are looked at; a training step takes longer

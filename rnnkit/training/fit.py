@@ -241,8 +241,7 @@ def _fit_locked(task: Task, config: TrainConfig, out: Path, resume: bool, progre
                 raise RnnkitError(f"{e}; remove it to resume without the best weights so far") from None
         trainer.resume(out / "last.pt")
         if trainer.fraction_done() >= 1.0:
-            raise RunFinished(f"{out} already finished its budget; give a larger --max-time, --max-steps or "
-                              "--epochs to continue")
+            raise RunFinished.of(out)
     if distributed.rank() == 0:
         write_json(out / CONFIG, {"rnnkit": __version__, **meta, "train": asdict(config), "device": str(device),
                                   "precision": resolve_precision(config.precision, device), "started_by": _hint(task)})
